@@ -1,0 +1,233 @@
+"""Every exception vobiz_async raises, rooted at :class:`VobizError`.
+
+Callers catch a class and read attributes; nobody parses messages::
+
+    VobizError
+    ├── ValidationError          bad arguments, refused locally before any I/O (also ValueError)
+    ├── CodecError               malformed audio: odd L16 length, bad rate (also ValueError)
+    ├── ProtocolError            the media-stream wire protocol was violated
+    │   ├── LocalProtocolError   *we* misused it: a command before ``start``, after close
+    │   └── RemoteProtocolError  the *peer* sent something invalid (carries the raw frame)
+    ├── StreamClosedError        the stream/session/client is closed
+    ├── SignatureError           a status callback failed its signature check
+    └── APIError                 the Vobiz REST API answered with an error status
+    │   ├── InvalidRequestError  400 / 405 / 409 / 422
+    │   ├── AuthenticationError  401 (also a wrong path case or missing trailing slash)
+    │   ├── PaymentRequiredError 402 (insufficient balance)
+    │   ├── ForbiddenError       403
+    │   ├── NotFoundError        404
+    │   ├── RateLimitError       429 (``retry_after``)
+    │   └── ServerError          5xx
+    └── TransportError           no usable HTTP answer: connection refused/reset, bad body
+        └── RequestTimeoutError  the request timed out (also TimeoutError)
+
+``retryable`` says whether repeating the same request may help; the client's retry
+policy reads it, and so can applications.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "CodecError",
+    "ForbiddenError",
+    "InvalidRequestError",
+    "LocalProtocolError",
+    "NotFoundError",
+    "PaymentRequiredError",
+    "ProtocolError",
+    "RateLimitError",
+    "RemoteProtocolError",
+    "RequestTimeoutError",
+    "ServerError",
+    "SignatureError",
+    "StreamClosedError",
+    "TransportError",
+    "ValidationError",
+    "VobizError",
+    "api_error_for_status",
+]
+
+
+class VobizError(Exception):
+    """Root of every exception raised by vobiz_async."""
+
+
+class ValidationError(VobizError, ValueError):
+    """An argument was refused locally, before any request or frame was sent.
+
+    Attributes:
+        field: the parameter at fault (``"audio_track"``, ``"extra_headers"``, ...).
+        reason: why it was refused, in one sentence.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class CodecError(VobizError, ValueError):
+    """Audio bytes or an audio format that the codec cannot handle."""
+
+
+class ProtocolError(VobizError):
+    """The media-stream protocol (spec section 4) was violated."""
+
+
+class LocalProtocolError(ProtocolError):
+    """Our side misused the protocol, e.g. ``play()`` before ``start`` or after close."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent a frame we cannot use.
+
+    Attributes:
+        reason: a short machine-friendly reason (``"invalid-json"``, ``"bad-base64"``...).
+        raw: the offending frame, truncated to 512 characters.
+    """
+
+    def __init__(self, reason: str, raw: str | bytes = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.raw = raw[:512]
+
+
+class StreamClosedError(VobizError):
+    """The stream, session, server or client was already closed."""
+
+
+class SignatureError(VobizError):
+    """A status callback's signature is missing, wrong, or its nonce was replayed.
+
+    Attributes:
+        reason: ``"missing"``, ``"mismatch"`` or ``"replayed"``.
+    """
+
+    def __init__(self, reason: str, message: str | None = None) -> None:
+        super().__init__(message or f"callback signature {reason}")
+        self.reason = reason
+
+
+class APIError(VobizError):
+    """The Vobiz REST API answered with an error status.
+
+    Attributes:
+        status_code: the HTTP status.
+        message: the error text from the body (both documented body shapes are read).
+        api_id: Vobiz's ``api_id`` from the body, when present.
+        request_id: ``requestId`` from the envelope error shape, or the request-id header.
+        code: the envelope's ``error.code`` (``"RATE_LIMIT_EXCEEDED"``), when present.
+        body: the parsed JSON body (or ``{"raw": text}`` when it was not JSON).
+        method, url: the request that failed (no credentials in either).
+        retryable: whether the same request may succeed if repeated.
+    """
+
+    default_retryable = False
+
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        *,
+        api_id: str | None = None,
+        request_id: str | None = None,
+        code: str | None = None,
+        body: Mapping[str, Any] | None = None,
+        method: str = "",
+        url: str = "",
+        retryable: bool | None = None,
+    ) -> None:
+        super().__init__(f"{status_code} {message}" + (f" ({method} {url})" if method else ""))
+        self.status_code = status_code
+        self.message = message
+        self.api_id = api_id
+        self.request_id = request_id
+        self.code = code
+        self.body: Mapping[str, Any] = body or {}
+        self.method = method
+        self.url = url
+        self.retryable = self.default_retryable if retryable is None else retryable
+
+
+class InvalidRequestError(APIError):
+    """400, 405, 409 or 422: the request was refused as invalid."""
+
+
+class AuthenticationError(APIError):
+    """401. Vobiz also answers 401 for a lower-cased path segment or a missing trailing slash."""
+
+
+class PaymentRequiredError(APIError):
+    """402: insufficient balance."""
+
+
+class ForbiddenError(APIError):
+    """403: the account may not do this."""
+
+
+class NotFoundError(APIError):
+    """404: unknown call or stream (or a stream already stopped)."""
+
+
+class RateLimitError(APIError):
+    """429: CPS or concurrency limit. ``retry_after`` is in seconds, when Vobiz said."""
+
+    default_retryable = True
+
+    def __init__(self, *args: Any, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.retry_after = retry_after
+
+
+class ServerError(APIError):
+    """A 5xx from Vobiz or a proxy in front of it."""
+
+    default_retryable = True
+
+
+class TransportError(VobizError):
+    """No usable HTTP answer: refused, reset, DNS failure, or an unreadable body.
+
+    Attributes:
+        method, url: the request that failed.
+        retryable: True for connection-level failures.
+    """
+
+    def __init__(
+        self, message: str, *, method: str = "", url: str = "", retryable: bool = True
+    ) -> None:
+        super().__init__(message + (f" ({method} {url})" if method else ""))
+        self.method = method
+        self.url = url
+        self.retryable = retryable
+
+
+class RequestTimeoutError(TransportError, TimeoutError):
+    """The request did not complete within its timeout."""
+
+
+_STATUS_CLASSES: dict[int, type[APIError]] = {
+    400: InvalidRequestError,
+    401: AuthenticationError,
+    402: PaymentRequiredError,
+    403: ForbiddenError,
+    404: NotFoundError,
+    405: InvalidRequestError,
+    409: InvalidRequestError,
+    422: InvalidRequestError,
+    429: RateLimitError,
+}
+
+
+def api_error_for_status(status_code: int) -> type[APIError]:
+    """Return the :class:`APIError` subclass that represents ``status_code``."""
+    if status_code in _STATUS_CLASSES:
+        return _STATUS_CLASSES[status_code]
+    if status_code >= 500:
+        return ServerError
+    return APIError

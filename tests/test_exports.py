@@ -1,0 +1,24 @@
+"""Keep the public surface honest: __all__ is sorted, complete and importable."""
+
+from __future__ import annotations
+
+import vobiz_async
+from vobiz_async import errors
+
+
+def test_all_is_sorted_and_every_name_exists() -> None:
+    """Every name in __all__ resolves, and the list is sorted so diffs stay readable."""
+    assert vobiz_async.__all__ == sorted(vobiz_async.__all__)
+    for name in vobiz_async.__all__:
+        assert getattr(vobiz_async, name) is not None
+
+
+def test_every_error_is_exported_and_rooted_at_vobiz_error() -> None:
+    """All exception classes are public and share one root."""
+    for name in errors.__all__:
+        obj = getattr(errors, name)
+        if isinstance(obj, type):
+            assert issubclass(obj, errors.VobizError)
+            assert name in vobiz_async.__all__
+    assert issubclass(errors.RequestTimeoutError, TimeoutError)
+    assert issubclass(errors.ValidationError, ValueError)
