@@ -1,0 +1,188 @@
+"""Protocol speed: us per inbound media frame (parse + decode) and per outbound 20 ms frame.
+
+Run: ``.venv/bin/python benchmarks/bench_protocol.py``. Prints a table, writes
+``benchmarks/results/bench_protocol.json``; asserts nothing. Also times the same work
+on the tolerant path with the stdlib JSON parser (to show whether msgspec earns its place)
+and, when ``plivo-stream-sdk`` is importable, that peer's parse path, with the ratio.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from _common import calibration_ns, median_ns, print_table, write_json
+
+from vobiz_async import protocol as protocol_module
+from vobiz_async.codec import AudioEncoding, AudioFormat, pcm16_to_ulaw
+from vobiz_async.protocol import StreamProtocol
+
+REFERENCE_CALIBRATION_NS = 1900.0
+SID = "4f23e5e8-6fdb-45ad-bfaf-b694111cf476"
+
+
+def pcm(rate: int) -> bytes:
+    n = rate // 50
+    return struct.pack(
+        f"<{n}h", *(round(7000 * math.sin(2 * math.pi * 300 * i / rate)) for i in range(n))
+    )
+
+
+def start(encoding: str, rate: int) -> str:
+    media_format = {"encoding": encoding, "sampleRate": rate}
+    inner = {
+        "callId": "c",
+        "streamId": SID,
+        "accountId": "1",
+        "tracks": ["inbound"],
+        "mediaFormat": media_format,
+    }
+    return json.dumps(
+        {"sequenceNumber": 0, "event": "start", "start": inner, "extra_headers": "{}"}
+    )
+
+
+def media(payload: bytes) -> str:
+    body = {
+        "track": "inbound",
+        "timestamp": "1777888931440",
+        "chunk": 57,
+        "payload": base64.b64encode(payload).decode(),
+    }
+    return json.dumps(
+        {
+            "sequenceNumber": 57,
+            "streamId": SID,
+            "event": "media",
+            "media": body,
+            "extra_headers": "{}",
+        }
+    )
+
+
+class _StdlibProtocol(StreamProtocol):
+    """The same protocol with the msgspec fast path switched off."""
+
+    @property
+    def _fast_media(self) -> bool:
+        return False
+
+
+def inbound_case(
+    encoding: str, rate: int, cls: type[StreamProtocol] = StreamProtocol
+) -> tuple[Callable[[], object], str]:
+    proto = cls()
+    proto.receive(start(encoding, rate))
+    audio = pcm(rate)
+    frame = media(pcm16_to_ulaw(audio) if encoding == "audio/x-mulaw" else audio)
+    return (lambda: proto.receive(frame)), frame
+
+
+def outbound_case(fmt: AudioFormat) -> Callable[[], object]:
+    proto = StreamProtocol(outbound_format=fmt)
+    proto.receive(start("audio/x-mulaw", 8000))
+    audio = pcm(fmt.sample_rate)
+    return lambda: proto.play(audio, fmt.sample_rate)
+
+
+def peer_case(frame: str) -> Callable[[], object] | None:
+    try:
+        from plivo_stream.types import EventType, MediaEvent, StreamEvent  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+
+    def parse() -> object:
+        data = json.loads(frame)
+        StreamEvent(event=EventType(data["event"]), data=data)
+        event = MediaEvent(**data)
+        return base64.b64decode(event.media.payload)
+
+    return parse
+
+
+def main() -> None:
+    calib = calibration_ns()
+    scale = calib / REFERENCE_CALIBRATION_NS
+    rows: list[dict[str, Any]] = []
+    frames: dict[str, str] = {}
+    for label, encoding, rate, target in [
+        ("in mu-law 8k", "audio/x-mulaw", 8000, 2.5),
+        ("in L16 8k", "audio/x-l16", 8000, None),
+        ("in L16 16k", "audio/x-l16", 16000, 3.0),
+    ]:
+        fn, frame = inbound_case(encoding, rate)
+        frames[label] = frame
+        rows.append(
+            {
+                "case": label,
+                "parser": "msgspec fast path",
+                "target_us": target,
+                "us": median_ns(fn, number=20000) / 1000,
+            }
+        )
+        slow, _ = inbound_case(encoding, rate, _StdlibProtocol)
+        saved = protocol_module._loads
+        protocol_module._loads = json.loads
+        try:
+            rows.append(
+                {
+                    "case": label,
+                    "parser": "stdlib json",
+                    "target_us": None,
+                    "us": median_ns(slow, number=20000) / 1000,
+                }
+            )
+        finally:
+            protocol_module._loads = saved
+    for label, fmt, target in [
+        ("out mu-law 8k", AudioFormat(AudioEncoding.MULAW, 8000), 4.0),
+        ("out L16 16k", AudioFormat(AudioEncoding.L16, 16000), None),
+        ("out L16 24k", AudioFormat(AudioEncoding.L16, 24000), None),
+    ]:
+        rows.append(
+            {
+                "case": label,
+                "parser": "-",
+                "target_us": target,
+                "us": median_ns(outbound_case(fmt), number=5000) / 1000,
+            }
+        )
+    peer = peer_case(frames["in mu-law 8k"])
+    ours = rows[0]["us"]
+    if peer is not None:
+        peer_us = median_ns(peer, number=20000) / 1000
+        rows.append(
+            {
+                "case": "in mu-law 8k: plivo-stream-sdk parse only",
+                "parser": "json+pydantic",
+                "target_us": None,
+                "us": peer_us,
+                "ratio_vs_ours": peer_us / ours,
+            }
+        )
+    for row in rows:
+        row["us_scaled"] = row["us"] / scale
+        target = row.get("target_us")
+        row["meets_target"] = (
+            "-" if target is None else ("yes" if row["us_scaled"] <= target else "no")
+        )
+    print(
+        f"calibration: json.loads(media frame) = {calib:,.0f} ns here, "
+        f"{REFERENCE_CALIBRATION_NS:,.0f} ns reference (scale {scale:.2f})"
+    )
+    if peer is None:
+        print("plivo-stream-sdk is not installed; `pip install plivo-stream-sdk` to time it too")
+    print_table(
+        "protocol, per 20 ms frame (median)",
+        rows,
+        ["case", "parser", "us", "us_scaled", "target_us", "meets_target", "ratio_vs_ours"],
+    )
+    write_json("bench_protocol", {"calibration_ns": calib, "scale": scale, "rows": rows})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,334 @@
+"""One small typed class per media-stream message (spec section 4).
+
+Inbound events are named for what happened (:class:`StreamStarted`,
+:class:`AudioReceived`, :class:`PlaybackCheckpointReached`...); outbound commands are
+imperatives (:class:`PlayAudio`, :class:`Checkpoint`, :class:`ClearAudio`,
+:class:`Stop`). The same command classes are what the Vobiz side of the protocol (the
+emulator) gets when it parses our frames.
+
+Frames the protocol cannot use become :class:`MalformedFrame`; well-formed frames with
+an ``event`` we do not know become :class:`UnknownEvent`. Neither ever raises.
+
+Outbound serialisation follows the newest docs (spec 4.4): ``streamId`` always
+present, ``sampleRate`` an integer, ``contentType`` without ``;rate=``. Keys are written
+in a fixed order with compact separators, so a frame is reproducible byte for byte.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .codec import AudioEncoding, AudioFormat, ByteOrder, l16_to_pcm16, ulaw_to_pcm16
+from .errors import RemoteProtocolError
+
+__all__ = [
+    "AudioCleared",
+    "AudioReceived",
+    "ByteOrderDetected",
+    "Checkpoint",
+    "CheckpointOutcome",
+    "CheckpointVoided",
+    "ClearAudio",
+    "Command",
+    "DtmfReceived",
+    "Event",
+    "MalformedFrame",
+    "PlayAudio",
+    "PlaybackCheckpointReached",
+    "Stop",
+    "StreamStarted",
+    "StreamStopped",
+    "Track",
+    "UnknownEvent",
+    "json_string",
+]
+
+
+class Track(enum.StrEnum):
+    """Which party's audio a stream carries (spec 2.3 ``audio_track``, 4.3.3 ``track``)."""
+
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+    BOTH = "both"
+
+
+class CheckpointOutcome(enum.StrEnum):
+    """How a checkpoint ended. Every checkpoint ends in exactly one of these."""
+
+    PLAYED = "played"
+    CLEARED = "cleared"
+    CLOSED = "closed"
+    TIMED_OUT = "timed_out"
+
+
+def json_string(value: str) -> str:
+    """``value`` as a JSON string literal (quotes included), for hand-built frames."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+# ------------------------------------------------------------------------ inbound events
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStarted:
+    """The ``start`` frame: the first message on every socket (spec 4.3.1, 4.3.2).
+
+    Attributes:
+        stream_id: required on every command we send back.
+        call_id: the call's UUID (= REST ``call_uuid`` = callback ``CallUUID``).
+        account_id: opaque; an internal numeric id in the newest shape.
+        tracks: e.g. ``("inbound",)``.
+        media_format: the inbound audio format, authoritative for ``media`` frames.
+        extra_headers: ``extra_headers`` parsed as JSON or ``k=v`` pairs (often empty).
+        extra_headers_raw: the raw string exactly as received, or None if absent.
+        shape: ``"nested"`` (newest docs) or ``"flat"`` (oldest docs).
+        from_number, to_number, direction: present only in the flat shape.
+        sequence_number: the frame's ``sequenceNumber`` when given.
+    """
+
+    stream_id: str
+    call_id: str
+    media_format: AudioFormat
+    account_id: str | None = None
+    tracks: tuple[str, ...] = ("inbound",)
+    extra_headers: dict[str, str] = field(default_factory=dict)
+    extra_headers_raw: str | None = None
+    shape: Literal["nested", "flat"] = "nested"
+    from_number: str | None = None
+    to_number: str | None = None
+    direction: str | None = None
+    sequence_number: int | None = None
+
+
+@dataclass(slots=True)
+class AudioReceived:
+    """One ``media`` frame, decoded to 16-bit little-endian PCM (spec 4.3.3).
+
+    Treat it as read-only. It is not a frozen dataclass only because it is built 50
+    times a second per call and a frozen ``__init__`` costs three times as much.
+
+    Attributes:
+        pcm: the audio as PCM16 LE mono.
+        sample_rate: the PCM's rate.
+        track: ``inbound`` (the caller) or ``outbound`` (what Vobiz plays to them).
+        sequence_number, chunk: counters from the frame, when present.
+        timestamp: the media clock in ms (an int; the wire sends a string).
+        stream_id: from the frame, when present.
+    """
+
+    pcm: bytes
+    sample_rate: int
+    track: str = "inbound"
+    sequence_number: int | None = None
+    chunk: int | None = None
+    timestamp: int | None = None
+    stream_id: str | None = None
+
+    @property
+    def duration_ms(self) -> float:
+        """Length of this frame's audio in milliseconds."""
+        return len(self.pcm) / (2 * self.sample_rate) * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackCheckpointReached:
+    """``playedStream``: everything queued before the checkpoint has played (spec 4.3.4).
+
+    Attributes:
+        name: the checkpoint's name (matched by name, not by stream id).
+        matched: True when a checkpoint of that name was pending.
+        stream_id: present only in older shapes.
+    """
+
+    name: str
+    matched: bool = True
+    stream_id: str | None = None
+    sequence_number: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AudioCleared:
+    """``clearedAudio``: Vobiz flushed its playback queue (spec 4.3.5)."""
+
+    stream_id: str | None = None
+    sequence_number: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DtmfReceived:
+    """``dtmf``: a key press (spec 4.3.6; body read defensively)."""
+
+    digit: str
+    track: str | None = None
+    timestamp: int | None = None
+    stream_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStopped:
+    """An inbound ``stop`` (older docs only, spec 4.3.7). The close is the real end signal."""
+
+    stream_id: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownEvent:
+    """A well-formed frame whose ``event`` we do not know; the payload is kept whole."""
+
+    event: str | None
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class MalformedFrame:
+    """A frame that could not be used. Counted and skipped; never ends the stream.
+
+    Attributes:
+        reason: ``binary-frame``, ``invalid-json``, ``not-an-object``, ``missing-field``,
+            ``bad-field``, ``bad-base64``, ``odd-length``, ``before-start``...
+        raw: the frame, truncated to 512 characters.
+        detail: a human-readable detail.
+    """
+
+    reason: str
+    raw: str | bytes = ""
+    detail: str = ""
+
+    def to_error(self) -> RemoteProtocolError:
+        """The same information as an exception, for code that prefers to raise."""
+        return RemoteProtocolError(self.reason, self.raw)
+
+
+@dataclass(frozen=True, slots=True)
+class ByteOrderDetected:
+    """``l16_byte_order="auto"`` decided the inbound L16 byte order (spec 4.6).
+
+    Attributes:
+        order: the chosen order, used for every frame from now on.
+        little_score, big_score: mean absolute difference between consecutive samples
+            under each reading; the smaller one is the smoother, correct reading.
+    """
+
+    order: ByteOrder
+    little_score: float
+    big_score: float
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointVoided:
+    """A pending checkpoint that will never be played: cleared, or the stream closed."""
+
+    name: str
+    outcome: CheckpointOutcome
+
+
+# ----------------------------------------------------------------------- outbound commands
+
+
+@dataclass(frozen=True, slots=True)
+class PlayAudio:
+    """``playAudio``: queue raw audio for playback to the caller (spec 4.4.1).
+
+    Attributes:
+        stream_id: from ``start``.
+        encoding: mu-law or L16.
+        sample_rate: an integer rate matching the payload.
+        payload: the raw encoded audio (base64 is applied on the wire).
+    """
+
+    stream_id: str
+    encoding: AudioEncoding
+    sample_rate: int
+    payload: bytes
+
+    def to_json(self) -> str:
+        """The wire frame."""
+        return (
+            '{"event":"playAudio","streamId":'
+            + json_string(self.stream_id)
+            + ',"media":{"contentType":"'
+            + self.encoding.value
+            + '","sampleRate":'
+            + str(int(self.sample_rate))
+            + ',"payload":"'
+            + base64.b64encode(self.payload).decode("ascii")
+            + '"}}'
+        )
+
+    def pcm(self, byte_order: ByteOrder = "little") -> bytes:
+        """The payload decoded to PCM16 LE (L16 read in ``byte_order``)."""
+        if self.encoding is AudioEncoding.MULAW:
+            return ulaw_to_pcm16(self.payload)
+        return l16_to_pcm16(self.payload, byte_order)
+
+    @property
+    def duration_ms(self) -> float:
+        """Milliseconds of audio in the payload."""
+        return len(self.payload) / AudioFormat(self.encoding, self.sample_rate).bytes_per_ms
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """``checkpoint``: ask to be told when everything queued so far has played (4.4.2)."""
+
+    stream_id: str
+    name: str
+
+    def to_json(self) -> str:
+        """The wire frame."""
+        return (
+            '{"event":"checkpoint","streamId":'
+            + json_string(self.stream_id)
+            + ',"name":'
+            + json_string(self.name)
+            + "}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ClearAudio:
+    """``clearAudio``: drop everything queued but not yet played (barge-in, 4.4.3)."""
+
+    stream_id: str
+
+    def to_json(self) -> str:
+        """The wire frame."""
+        return '{"event":"clearAudio","streamId":' + json_string(self.stream_id) + "}"
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """``stop``: end the stream; Vobiz closes the socket (spec 4.4.4)."""
+
+    stream_id: str
+
+    def to_json(self) -> str:
+        """The wire frame."""
+        return '{"event":"stop","streamId":' + json_string(self.stream_id) + "}"
+
+
+Command = PlayAudio | Checkpoint | ClearAudio | Stop
+"""What the application sends (and what the Vobiz side receives)."""
+
+Event = (
+    StreamStarted
+    | AudioReceived
+    | PlaybackCheckpointReached
+    | AudioCleared
+    | DtmfReceived
+    | StreamStopped
+    | UnknownEvent
+    | MalformedFrame
+    | ByteOrderDetected
+    | CheckpointVoided
+    | PlayAudio
+    | Checkpoint
+    | ClearAudio
+    | Stop
+)
+"""Everything ``StreamProtocol.receive()`` can return, in either role."""

@@ -1,0 +1,507 @@
+"""Tests for the sans-I/O StreamProtocol: JSON in, events and frames out."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vobiz_async.codec import AudioEncoding, AudioFormat, pcm16_to_ulaw, ulaw_to_pcm16
+from vobiz_async.errors import LocalProtocolError, ValidationError
+from vobiz_async.events import (
+    AudioCleared,
+    AudioReceived,
+    ByteOrderDetected,
+    Checkpoint,
+    CheckpointOutcome,
+    CheckpointVoided,
+    ClearAudio,
+    DtmfReceived,
+    MalformedFrame,
+    PlayAudio,
+    PlaybackCheckpointReached,
+    Stop,
+    StreamStarted,
+    StreamStopped,
+    UnknownEvent,
+)
+from vobiz_async.protocol import Role, State, StreamProtocol
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SID = "4f23e5e8-6fdb-45ad-bfaf-b694111cf476"
+CALL = "cc17957f-b076-4ba8-a49d-31f632801096"
+
+
+def fixture(name: str) -> str:
+    return (FIXTURES / name).read_text()
+
+
+def start_frame(encoding: str = "audio/x-mulaw", rate: int = 8000, sid: str = SID) -> str:
+    return json.dumps(
+        {
+            "sequenceNumber": 0,
+            "event": "start",
+            "start": {
+                "callId": CALL,
+                "streamId": sid,
+                "accountId": "731002",
+                "tracks": ["inbound"],
+                "mediaFormat": {"encoding": encoding, "sampleRate": rate},
+            },
+            "extra_headers": "{}",
+        }
+    )
+
+
+def media_frame(payload: bytes, seq: int = 1, **media: Any) -> str:
+    body = {"track": "inbound", "timestamp": "1777888931440", "chunk": seq}
+    body.update(media)
+    body["payload"] = base64.b64encode(payload).decode()
+    return json.dumps({"sequenceNumber": seq, "streamId": SID, "event": "media", "media": body})
+
+
+def started(encoding: str = "audio/x-mulaw", rate: int = 8000, **kwargs: Any) -> StreamProtocol:
+    proto = StreamProtocol(**kwargs)
+    proto.receive(start_frame(encoding, rate))
+    return proto
+
+
+def tone(rate: int, ms: int, freq: float = 440.0, amp: float = 8000.0) -> bytes:
+    n = rate * ms // 1000
+    return struct.pack(
+        f"<{n}h", *(round(amp * math.sin(2 * math.pi * freq * i / rate)) for i in range(n))
+    )
+
+
+def payload_of(frame: str) -> bytes:
+    return base64.b64decode(json.loads(frame)["media"]["payload"])
+
+
+# ---- inbound shapes -------------------------------------------------------------------------
+
+
+def test_nested_start_is_parsed() -> None:
+    """The newest nested start gives ids, tracks, format and the raw extra headers."""
+    proto = StreamProtocol()
+    [event] = proto.receive(fixture("inbound/start_nested.json"))
+    assert isinstance(event, StreamStarted)
+    assert (event.stream_id, event.call_id, event.account_id) == (SID, CALL, "731002")
+    assert event.media_format == AudioFormat(AudioEncoding.L16, 16000)
+    assert event.tracks == ("inbound",) and event.shape == "nested"
+    assert event.extra_headers_raw == "{}" and event.extra_headers == {}
+    assert proto.state is State.STREAMING and proto.stream_id == SID
+
+
+def test_flat_start_is_parsed() -> None:
+    """The oldest flat start gives ids, from/to and the format from contentType."""
+    [event] = StreamProtocol().receive(fixture("inbound/start_flat.json"))
+    assert isinstance(event, StreamStarted)
+    assert event.shape == "flat" and event.stream_id == SID and event.call_id == CALL
+    assert event.media_format == AudioFormat(AudioEncoding.L16, 8000)
+    assert (event.from_number, event.to_number, event.direction) == (
+        "+919800000001",
+        "+918000000002",
+        "inbound",
+    )
+
+
+def test_start_coerces_string_rate_and_parses_kv_extra_headers() -> None:
+    """A string sampleRate is coerced; Plivo-style k=v extra headers are parsed."""
+    msg = json.loads(start_frame("audio/x-l16", 16000))
+    msg["start"]["mediaFormat"]["sampleRate"] = "16000"
+    msg["extra_headers"] = "userId=12345;sessionId=abc-xyz"
+    [event] = StreamProtocol().receive(json.dumps(msg))
+    assert isinstance(event, StreamStarted)
+    assert event.media_format.sample_rate == 16000
+    assert event.extra_headers == {"userId": "12345", "sessionId": "abc-xyz"}
+
+
+def test_nested_media_l16_little_endian_by_default() -> None:
+    """The spec's captured L16 payload decodes little-endian to -8, -8, 8, 8... (spec 4.6)."""
+    proto = started("audio/x-l16", 8000)
+    [event] = proto.receive(fixture("inbound/media_nested.json"))
+    assert isinstance(event, AudioReceived)
+    assert list(struct.unpack("<9h", event.pcm)) == [-8, -8, 8, 8, 8, 8, -8, -24, -8]
+    assert (event.track, event.sequence_number, event.chunk) == ("inbound", 57, 57)
+    assert event.timestamp == 1777888931440 and event.stream_id == SID
+    assert event.sample_rate == 8000
+
+
+def test_media_mulaw_decodes_to_pcm() -> None:
+    """mu-law media frames come out as PCM16 via the codec."""
+    proto = started()
+    codes = bytes(range(0, 256, 2))
+    [event] = proto.receive(media_frame(codes))
+    assert isinstance(event, AudioReceived) and event.pcm == ulaw_to_pcm16(codes)
+    assert proto.stats.media_in == 1 and proto.stats.audio_ms_in == pytest.approx(16.0)
+
+
+def test_flat_media_per_frame_format_overrides_start() -> None:
+    """The oldest media shape repeats its format per frame; that format wins."""
+    proto = started("audio/x-mulaw", 8000)
+    [event] = proto.receive(fixture("inbound/media_flat.json"))
+    assert isinstance(event, AudioReceived)
+    assert event.pcm == b"\x00\x00\x01\x00\x02\x00" and event.timestamp == 1634567890123
+
+
+def test_big_endian_inbound_when_configured() -> None:
+    """l16_byte_order='big' swaps each inbound sample."""
+    proto = started("audio/x-l16", 8000, l16_byte_order="big")
+    [event] = proto.receive(media_frame(struct.pack(">2h", 1, -2)))
+    assert isinstance(event, AudioReceived) and struct.unpack("<2h", event.pcm) == (1, -2)
+
+
+@pytest.mark.parametrize("order", ["little", "big"])
+def test_auto_byte_order_detects_from_smoothness(order: str) -> None:
+    """'auto' decides from ~0.5 s of audio, reports it once, and decodes with it."""
+    proto = started("audio/x-l16", 16000, l16_byte_order="auto")
+    pcm = tone(16000, 1000)
+    fmt = "<" if order == "little" else ">"
+    samples = struct.unpack(f"<{len(pcm) // 2}h", pcm)
+    wire = struct.pack(f"{fmt}{len(samples)}h", *samples)
+    detections: list[ByteOrderDetected] = []
+    audio: list[AudioReceived] = []
+    for i, k in enumerate(range(0, len(wire), 640)):
+        for event in proto.receive(media_frame(wire[k : k + 640], seq=i + 1)):
+            if isinstance(event, ByteOrderDetected):
+                detections.append(event)
+            elif isinstance(event, AudioReceived):
+                audio.append(event)
+    assert [d.order for d in detections] == [order]
+    assert audio[-1].pcm == pcm[-640:]
+
+
+def test_played_cleared_dtmf_and_stop_shapes() -> None:
+    """Each rare inbound event parses in every documented shape."""
+    proto = started()
+    [played] = proto.receive(fixture("inbound/played_stream.json"))
+    assert played == PlaybackCheckpointReached("turn-3", matched=False)
+    [played2] = proto.receive(fixture("inbound/played_stream_with_stream_id.json"))
+    assert isinstance(played2, PlaybackCheckpointReached) and played2.stream_id == SID
+    [cleared] = proto.receive(fixture("inbound/cleared_audio.json"))
+    assert cleared == AudioCleared(SID, 112)
+    [dtmf] = proto.receive(fixture("inbound/dtmf.json"))
+    assert dtmf == DtmfReceived("5", "inbound", 1777888935100, SID)
+    [stop] = proto.receive(fixture("inbound/stop.json"))
+    assert stop == StreamStopped(SID, None)
+    [stop2] = proto.receive(fixture("inbound/stop_with_reason.json"))
+    assert stop2 == StreamStopped(SID, "call_ended")
+
+
+def test_dtmf_digit_read_defensively() -> None:
+    """A top-level digit and an integer digit are accepted; a junk digit is malformed."""
+    proto = started()
+    [top] = proto.receive('{"event":"dtmf","digit":"#"}')
+    assert isinstance(top, DtmfReceived) and top.digit == "#"
+    [num] = proto.receive('{"event":"dtmf","dtmf":{"digit":7}}')
+    assert isinstance(num, DtmfReceived) and num.digit == "7"
+    [bad] = proto.receive('{"event":"dtmf","dtmf":{"digit":"77"}}')
+    assert isinstance(bad, MalformedFrame) and bad.reason == "bad-field"
+
+
+def test_unknown_events_and_echoed_commands_are_kept_raw() -> None:
+    """Unknown events, and our own commands echoed back, become UnknownEvent."""
+    proto = started()
+    [unknown] = proto.receive('{"event":"mediaError","detail":1}')
+    assert unknown == UnknownEvent("mediaError", {"event": "mediaError", "detail": 1})
+    [echo] = proto.receive(fixture("outbound/clear_audio.json"))
+    assert isinstance(echo, UnknownEvent) and echo.event == "clearAudio"
+    assert proto.stats.unknown_events == 2
+
+
+def test_sequence_gaps_are_counted() -> None:
+    """Missing sequence numbers are counted as gaps."""
+    proto = started()
+    for seq in (1, 2, 5, 6, 10):
+        proto.receive(media_frame(b"\xff" * 160, seq=seq))
+    assert proto.stats.sequence_gaps == 5
+
+
+# ---- malformed input --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("frame", "reason"),
+    [
+        ("{not json", "invalid-json"),
+        (b"\x00\x01binary", "binary-frame"),
+        ("[1, 2, 3]", "not-an-object"),
+        ('{"event":"media"}', "missing-field"),
+        ('{"event":"media","media":{"payload":"@@@@"}}', "bad-base64"),
+        ('{"event":"media","media":{"payload":"AAAA"}}', "odd-length"),
+        ('{"event":"start","start":{"streamId":"x"}}', "bad-start"),
+        ('{"event":"playedStream"}', "missing-field"),
+        ("[" * 5000 + "]" * 5000, "invalid-json"),
+    ],
+)
+def test_malformed_frames_are_events_not_exceptions(frame: str | bytes, reason: str) -> None:
+    """Each kind of bad frame yields a MalformedFrame, is counted, and the stream goes on."""
+    proto = started("audio/x-l16", 8000)
+    [event] = proto.receive(frame)
+    assert isinstance(event, MalformedFrame) and event.reason == reason
+    assert proto.stats.malformed == 1 and proto.stats.malformed_reasons[reason] == 1
+    assert proto.state is State.STREAMING
+    [ok] = proto.receive(media_frame(b"\x00\x00"))
+    assert isinstance(ok, AudioReceived)
+
+
+def test_media_before_start_is_malformed_and_start_still_works() -> None:
+    """Media before start is counted; a later start is accepted normally."""
+    proto = StreamProtocol()
+    [early] = proto.receive(media_frame(b"\xff"))
+    assert isinstance(early, MalformedFrame) and early.reason == "before-start"
+    [event] = proto.receive(start_frame())
+    assert isinstance(event, StreamStarted)
+
+
+@settings(max_examples=300)
+@given(st.one_of(st.text(max_size=300), st.binary(max_size=300)))
+def test_arbitrary_input_yields_only_documented_events(frame: str | bytes) -> None:
+    """Whatever arrives, receive() returns documented event types and never raises."""
+    allowed = (
+        StreamStarted,
+        AudioReceived,
+        PlaybackCheckpointReached,
+        AudioCleared,
+        DtmfReceived,
+        StreamStopped,
+        UnknownEvent,
+        MalformedFrame,
+    )
+    for proto in (StreamProtocol(), started()):
+        for event in proto.receive(frame):
+            assert isinstance(event, allowed)
+
+
+@settings(max_examples=200)
+@given(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats(allow_nan=False)
+        | st.text(max_size=20),
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.dictionaries(st.text(max_size=10), children, max_size=4)
+        ),
+        max_leaves=20,
+    ),
+    st.sampled_from(
+        ["media", "start", "playedStream", "clearedAudio", "dtmf", "stop", "playAudio"]
+    ),
+)
+def test_wrong_types_in_every_field_never_raise(value: object, event: str) -> None:
+    """Any JSON value in any field of any event is handled without an exception."""
+    frames = [
+        json.dumps({"event": event, "media": value, "start": value, "name": value, "dtmf": value}),
+        json.dumps({"event": event, "media": {"payload": value, "sampleRate": value}}),
+        json.dumps({"event": event, "sequenceNumber": value, "streamId": value}),
+    ]
+    for role in (Role.APP, Role.VOBIZ):
+        proto = StreamProtocol(role)
+        if role is Role.APP:
+            proto.receive(start_frame())
+        for frame in frames:
+            assert isinstance(proto.receive(frame), list)
+
+
+# ---- outbound -------------------------------------------------------------------------------
+
+
+def test_commands_before_start_or_after_close_raise() -> None:
+    """Our commands need a stream id, and an open stream."""
+    proto = StreamProtocol()
+    with pytest.raises(LocalProtocolError):
+        proto.play(b"\x00\x00")
+    proto.receive(start_frame())
+    proto.stop()
+    assert proto.state is State.CLOSED
+    with pytest.raises(LocalProtocolError):
+        proto.checkpoint("x")
+
+
+def test_play_cuts_exact_frames_and_carries_the_remainder() -> None:
+    """50 ms of 8 kHz PCM gives two 20 ms mu-law frames now and the rest later."""
+    proto = started()
+    pcm = tone(8000, 50)
+    frames = proto.play(pcm, 8000)
+    assert len(frames) == 2
+    assert [len(payload_of(f)) for f in frames] == [160, 160]
+    assert b"".join(payload_of(f) for f in frames) == pcm16_to_ulaw(pcm)[:320]
+    assert json.loads(frames[0])["media"]["sampleRate"] == 8000
+    flushed = proto.checkpoint("t1")
+    assert len(flushed) == 2 and json.loads(flushed[1])["event"] == "checkpoint"
+    assert payload_of(flushed[0]) == pcm16_to_ulaw(pcm)[320:] + b"\xff" * 80
+    assert proto.playout.sent_ms == 60.0
+
+
+def test_play_resamples_24k_tts_to_the_outbound_format() -> None:
+    """24 kHz PCM played on a mu-law 8 kHz stream comes out as 8 kHz frames."""
+    proto = started()
+    frames = proto.play(tone(24000, 200), 24000) + proto.flush_audio()
+    assert len(frames) == 10
+    assert all(len(payload_of(f)) == 160 for f in frames)
+
+
+def test_outbound_l16_24k_big_endian_when_configured() -> None:
+    """The outbound format and byte order are independent of the inbound ones."""
+    proto = started(
+        "audio/x-l16",
+        16000,
+        outbound_format=AudioFormat(AudioEncoding.L16, 24000),
+        outbound_byte_order="big",
+    )
+    pcm = tone(24000, 20)
+    [frame] = proto.play(pcm, 24000)
+    assert json.loads(frame)["media"]["sampleRate"] == 24000
+    assert payload_of(frame) == struct.pack(
+        f">{len(pcm) // 2}h", *struct.unpack(f"<{len(pcm) // 2}h", pcm)
+    )
+
+
+def test_played_checkpoint_resolves_and_accounts_playout() -> None:
+    """playedStream with a pending name is matched and moves played_ms forward."""
+    proto = started()
+    proto.play(tone(8000, 100), 8000)
+    proto.checkpoint("greet")
+    assert proto.pending_checkpoints == ("greet",)
+    [event] = proto.receive('{"event":"playedStream","name":"greet"}')
+    assert event == PlaybackCheckpointReached("greet", matched=True)
+    assert proto.playout.played_ms == 100.0
+    assert not proto.pending_checkpoints
+
+
+def test_clear_voids_checkpoints_and_summarises_the_interruption() -> None:
+    """clear() voids pending checkpoints as cleared and says what was interrupted."""
+    proto = started()
+    proto.play(tone(8000, 200), 8000, now=10.0)
+    proto.checkpoint("a", now=10.0)
+    proto.play(tone(8000, 300), 8000, now=10.2)
+    frames = proto.clear(now=10.25)
+    assert frames == [ClearAudio(SID).to_json()]
+    assert proto.take_events() == [CheckpointVoided("a", CheckpointOutcome.CLEARED)]
+    summary = proto.last_clear
+    assert summary is not None
+    assert summary.utterance_sent_ms == 300.0 and summary.voided == ("a",)
+    assert summary.estimated_heard_ms == pytest.approx(50.0)
+    assert summary.unconfirmed_ms == 500.0
+    [late] = proto.receive('{"event":"playedStream","name":"a"}')
+    assert isinstance(late, PlaybackCheckpointReached) and not late.matched
+
+
+def test_close_resolves_pending_checkpoints_as_closed() -> None:
+    """When the socket closes, every pending checkpoint ends as closed."""
+    proto = started()
+    proto.checkpoint("a")
+    proto.checkpoint("b")
+    assert proto.connection_closed() == [
+        CheckpointVoided("a", CheckpointOutcome.CLOSED),
+        CheckpointVoided("b", CheckpointOutcome.CLOSED),
+    ]
+    assert proto.state is State.CLOSED
+
+
+def test_duplicate_or_empty_checkpoint_names_are_refused() -> None:
+    """Names must be unique among pending checkpoints and non-empty."""
+    proto = started()
+    proto.checkpoint("a")
+    with pytest.raises(LocalProtocolError):
+        proto.checkpoint("a")
+    with pytest.raises(ValidationError):
+        proto.checkpoint("")
+
+
+def test_second_start_switches_stream_and_closes_old_checkpoints() -> None:
+    """A reconnect's new start is taken: new stream id, old checkpoints closed."""
+    proto = started()
+    proto.checkpoint("old")
+    events = proto.receive(start_frame(sid="new-stream"))
+    assert events[0] == CheckpointVoided("old", CheckpointOutcome.CLOSED)
+    assert isinstance(events[1], StreamStarted) and proto.stream_id == "new-stream"
+    assert json.loads(proto.stop()[0])["streamId"] == "new-stream"
+    assert proto.stats.restarts == 1
+
+
+# ---- golden frames --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "command"),
+    [
+        (
+            "play_audio_l16_24k.json",
+            PlayAudio(SID, AudioEncoding.L16, 24000, b"\x00\x00\x01\x00\x02\x00"),
+        ),
+        ("play_audio_mulaw.json", PlayAudio(SID, AudioEncoding.MULAW, 8000, b"\xff\xff\x7f\x7f")),
+        ("checkpoint.json", Checkpoint(SID, "turn-3")),
+        ("clear_audio.json", ClearAudio(SID)),
+        ("stop.json", Stop(SID)),
+    ],
+)
+def test_outbound_golden_frames_round_trip_byte_for_byte(
+    name: str, command: PlayAudio | Checkpoint | ClearAudio | Stop
+) -> None:
+    """Each outbound fixture parses (Vobiz role) to the command and re-serialises exactly."""
+    text = fixture(f"outbound/{name}").strip()
+    vobiz = StreamProtocol(Role.VOBIZ)
+    assert vobiz.receive(text) == [command]
+    assert command.to_json() == text
+
+
+def test_protocol_play_frames_equal_play_audio_serialisation() -> None:
+    """The fast template used by play() produces exactly PlayAudio.to_json()."""
+    proto = started()
+    [frame] = proto.play(tone(8000, 20), 8000)
+    assert frame == PlayAudio(SID, AudioEncoding.MULAW, 8000, payload_of(frame)).to_json()
+
+
+def test_every_inbound_fixture_parses_without_malformed_events() -> None:
+    """Every documented inbound shape is understood."""
+    for path in sorted((FIXTURES / "inbound").glob("*.json")):
+        proto = started("audio/x-l16", 8000)
+        events = proto.receive(path.read_text())
+        assert events and not any(isinstance(e, (MalformedFrame, UnknownEvent)) for e in events)
+
+
+# ---- the Vobiz role -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", ["nested", "flat"])
+def test_vobiz_role_frames_are_understood_by_the_app_role(shape: str) -> None:
+    """The emulator's side produces frames our side parses back to the same facts."""
+    vobiz = StreamProtocol(Role.VOBIZ)
+    app = StreamProtocol()
+    fmt = AudioFormat(AudioEncoding.L16, 16000)
+    [start] = app.receive(
+        vobiz.send_start(call_id=CALL, stream_id=SID, media_format=fmt, shape=shape)  # type: ignore[arg-type]
+    )
+    assert isinstance(start, StreamStarted) and start.shape == shape and start.media_format == fmt
+    pcm = tone(16000, 20)
+    [audio] = app.receive(vobiz.send_media(pcm, timestamp=1000))
+    assert isinstance(audio, AudioReceived) and audio.pcm == pcm and audio.timestamp == 1000
+    app.checkpoint("x")
+    assert app.receive(vobiz.send_played("x")) == [PlaybackCheckpointReached("x", True)]
+    [cleared] = app.receive(vobiz.send_cleared())
+    assert isinstance(cleared, AudioCleared)
+    [dtmf] = app.receive(vobiz.send_dtmf("9", timestamp=5))
+    assert isinstance(dtmf, DtmfReceived) and dtmf.digit == "9"
+
+
+def test_vobiz_role_parses_app_commands() -> None:
+    """Our play/checkpoint/clear/stop frames parse into commands on the Vobiz side."""
+    app = started()
+    vobiz = StreamProtocol(Role.VOBIZ)
+    pcm = tone(8000, 20)
+    frames = app.play(pcm, 8000) + app.checkpoint("c") + app.clear() + app.stop()
+    parsed = [e for f in frames for e in vobiz.receive(f)]
+    assert isinstance(parsed[0], PlayAudio) and parsed[0].pcm() == ulaw_to_pcm16(pcm16_to_ulaw(pcm))
+    assert parsed[1:] == [Checkpoint(SID, "c"), ClearAudio(SID), Stop(SID)]
+    assert vobiz.stats.missing_stream_id == 0
