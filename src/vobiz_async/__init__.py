@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .client import RetryPolicy, StreamsAPI, Timeouts, VobizClient
 from .codec import (
     AudioEncoding,
     AudioFormat,
@@ -50,6 +51,7 @@ from .events import (
     Track,
     UnknownEvent,
 )
+from .models import StartedStream, StartStreamRequest, Stream, StreamPage, StreamStatus
 from .protocol import ClearSummary, PlayoutStats, ProtocolStats, Role, State, StreamProtocol
 
 __version__ = "0.1.0"
@@ -85,19 +87,28 @@ __all__ = [
     "RemoteProtocolError",
     "RequestTimeoutError",
     "Resampler",
+    "RetryPolicy",
     "Role",
     "ServerError",
     "SignatureError",
+    "StartStreamRequest",
+    "StartedStream",
     "State",
     "Stop",
+    "Stream",
     "StreamClosedError",
+    "StreamPage",
     "StreamProtocol",
     "StreamStarted",
+    "StreamStatus",
     "StreamStopped",
+    "StreamsAPI",
+    "Timeouts",
     "Track",
     "TransportError",
     "UnknownEvent",
     "ValidationError",
+    "VobizClient",
     "VobizError",
     "pcm16_to_ulaw",
     "read_wav",

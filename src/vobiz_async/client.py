@@ -1,0 +1,495 @@
+"""Async REST client for Vobiz Audio Streams (spec section 2), on aiohttp.
+
+One private :meth:`VobizClient._request` applies auth, timeouts, retries and error
+mapping; the public methods of :class:`StreamsAPI` only build requests. Rules that
+come from the spec:
+
+* auth is two headers, ``X-Auth-ID`` and ``X-Auth-Token`` (not HTTP Basic);
+* paths are PascalCase and end with ``/`` (otherwise Vobiz answers 401);
+* GET and DELETE are safe to retry; POST (start) is not: a lost response may have
+  created a stream, so :meth:`StreamsAPI.start` lists the call's streams and adopts an
+  in-progress one with the same ``service_url`` before it ever re-posts (spec 2.8);
+* deleting a stream that is already gone (404) is success (idempotent stop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json as json_module
+import logging
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal
+
+import aiohttp
+
+from . import __name__ as _package
+from .errors import (
+    APIError,
+    InvalidRequestError,
+    NotFoundError,
+    RateLimitError,
+    RequestTimeoutError,
+    ServerError,
+    StreamClosedError,
+    TransportError,
+    ValidationError,
+    api_error_for_status,
+)
+from .models import StartedStream, StartStreamRequest, Stream, StreamPage
+
+__all__ = ["DEFAULT_BASE_URL", "RetryPolicy", "StreamsAPI", "Timeouts", "VobizClient"]
+
+DEFAULT_BASE_URL = "https://api.vobiz.ai"
+_VERSION = "0.1.0"
+log = logging.getLogger(f"{_package}.client")
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """HTTP timeouts in seconds. Defaults are those of Vobiz's own samples (spec 2.8).
+
+    Attributes:
+        connect: to establish the connection.
+        total: for the whole request, including reading the body.
+    """
+
+    connect: float = 5.0
+    total: float = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """When and how requests are retried.
+
+    GET and DELETE are retried on connection errors, timeouts, 429 and 5xx; a 429 on
+    POST is retried too (a rate-limited request created nothing). Delays grow
+    exponentially (``base * 2**attempt``, capped at ``max_delay``) with up to
+    ``jitter`` (a fraction) added at random; a ``Retry-After`` from Vobiz wins, capped
+    at ``max_retry_after``.
+
+    Attributes:
+        attempts: total tries per request, first one included (1 disables retries).
+        base_delay, max_delay: the exponential backoff, in seconds.
+        jitter: random extra fraction of each delay.
+        max_retry_after: the longest Retry-After honoured, in seconds.
+        retry_statuses: statuses that may succeed if repeated.
+    """
+
+    attempts: int = 4
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+    jitter: float = 0.5
+    max_retry_after: float = 30.0
+    retry_statuses: frozenset[int] = field(
+        default_factory=lambda: frozenset({429, 500, 502, 503, 504})
+    )
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before try number ``attempt + 1`` (``attempt`` counts from 0)."""
+        if retry_after is not None:
+            return min(max(0.0, retry_after), self.max_retry_after)
+        base: float = min(self.max_delay, self.base_delay * 2.0**attempt)
+        return base * (1 + self.jitter * random.random())
+
+
+@dataclass(frozen=True, slots=True)
+class _Response:
+    status: int
+    body: Any
+    headers: Mapping[str, str]
+
+
+def _retry_after(headers: Mapping[str, str], body: Any) -> float | None:
+    value = headers.get("Retry-After")
+    if value:
+        try:
+            return float(value)
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                when = None
+            if when is not None:
+                return max(0.0, when.timestamp() - time.time())
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        details = body["error"].get("details")
+        seconds = details.get("retryAfter") if isinstance(details, dict) else None
+        if isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
+            return float(seconds)
+    return None
+
+
+def _error_from(resp: _Response, method: str, url: str) -> APIError:
+    """Build the typed error for a non-2xx answer; reads both error body shapes."""
+    body = resp.body if isinstance(resp.body, dict) else {"raw": resp.body}
+    error = body.get("error")
+    code = None
+    if isinstance(error, dict):  # the G4 envelope: {"status":"error","error":{...}}
+        message = str(error.get("message") or error.get("code") or "error")
+        code = error.get("code") if isinstance(error.get("code"), str) else None
+    elif isinstance(error, str):  # the flat shape: {"api_id":..., "error": "..."}
+        message = error
+    else:
+        message = str(body.get("message") or body.get("raw") or "")[:200] or f"HTTP {resp.status}"
+    if resp.status == 401:
+        message += (
+            " (Vobiz also answers 401 for a lower-cased path segment or a missing trailing"
+            " slash, not only for bad credentials)"
+        )
+    request_id = body.get("requestId") or resp.headers.get("X-Request-Id")
+    api_id = body.get("api_id")
+    cls = api_error_for_status(resp.status)
+    kwargs: dict[str, Any] = {
+        "api_id": api_id if isinstance(api_id, str) else None,
+        "request_id": request_id if isinstance(request_id, str) else None,
+        "code": code,
+        "body": body,
+        "method": method,
+        "url": url,
+    }
+    if cls is RateLimitError:
+        kwargs["retry_after"] = _retry_after(resp.headers, body)
+    if cls is APIError and resp.status >= 500:
+        kwargs["retryable"] = True
+    return cls(resp.status, message, **kwargs)
+
+
+class VobizClient:
+    """The Vobiz REST client. Use as ``async with VobizClient(...) as client:``.
+
+    Args:
+        auth_id: the account's Auth ID (``MA_...``/``SA_...``); default ``VOBIZ_AUTH_ID``.
+        auth_token: the Auth Token; default ``VOBIZ_AUTH_TOKEN``. Never shown in
+            ``repr()`` or logs.
+        base_url: default ``VOBIZ_BASE_URL``, then ``https://api.vobiz.ai``. A URL
+            already ending in ``/api/v1`` is accepted as is.
+        timeout: a :class:`Timeouts` value.
+        retry: a :class:`RetryPolicy` value.
+        session: an ``aiohttp.ClientSession`` to use; it is not closed by the client.
+
+    Raises:
+        ValidationError: no credentials given and none in the environment.
+    """
+
+    def __init__(
+        self,
+        auth_id: str | None = None,
+        auth_token: str | None = None,
+        *,
+        base_url: str | None = None,
+        timeout: Timeouts | None = None,
+        retry: RetryPolicy | None = None,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        auth_id = auth_id or os.environ.get("VOBIZ_AUTH_ID")
+        auth_token = auth_token or os.environ.get("VOBIZ_AUTH_TOKEN")
+        if not auth_id:
+            raise ValidationError("auth_id", "pass auth_id or set VOBIZ_AUTH_ID")
+        if not auth_token:
+            raise ValidationError("auth_token", "pass auth_token or set VOBIZ_AUTH_TOKEN")
+        self.auth_id = auth_id
+        self._auth_token = auth_token
+        root = (base_url or os.environ.get("VOBIZ_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        self.base_url = root if root.endswith("/api/v1") else root + "/api/v1"
+        self.timeout = timeout or Timeouts()
+        self.retry = retry or RetryPolicy()
+        self._session = session
+        self._owns_session = session is None
+        self._closed = False
+        self.streams = StreamsAPI(self)
+
+    def __repr__(self) -> str:
+        return f"VobizClient(auth_id={self.auth_id!r}, base_url={self.base_url!r})"
+
+    async def __aenter__(self) -> VobizClient:
+        self._ensure_open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the client (and its own HTTP session). Later use raises."""
+        self._closed = True
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+        self._session = None
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def _ensure_open(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise StreamClosedError("the VobizClient is closed")
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+            self._owns_session = True
+        return self._session
+
+    def _headers(self) -> dict[str, str]:
+        return {
+            "X-Auth-ID": self.auth_id,
+            "X-Auth-Token": self._auth_token,
+            "Accept": "application/json",
+            "User-Agent": f"vobiz-async/{_VERSION}",
+        }
+
+    def call_path(self, call_uuid: str, *rest: str) -> str:
+        """``/Account/{id}/Call/{uuid}/...`` with the trailing slash Vobiz requires."""
+        parts = ["Account", self.auth_id, "Call", call_uuid, *rest]
+        for part in parts:
+            if not part or "/" in part:
+                raise ValidationError("path", f"invalid path segment {part!r}")
+        return "/" + "/".join(parts) + "/"
+
+    async def _request(
+        self,
+        method: Literal["GET", "POST", "DELETE"],
+        path: str,
+        *,
+        json: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+        retry: bool | None = None,
+    ) -> _Response:
+        """Send one API request with auth, timeout, retries and error mapping.
+
+        Args:
+            retry: retry on transport errors and retryable statuses; default True for
+                GET and DELETE, False for POST (429 is always retried).
+
+        Raises:
+            APIError: a non-2xx answer (after retries, when retryable).
+            TransportError / RequestTimeoutError: no usable answer.
+        """
+        session = self._ensure_open()
+        url = self.base_url + path
+        retry = method != "POST" if retry is None else retry
+        policy = self.retry
+        client_timeout = aiohttp.ClientTimeout(
+            total=self.timeout.total, connect=self.timeout.connect
+        )
+        attempt = 0
+        while True:
+            failure: APIError | TransportError
+            try:
+                async with session.request(
+                    method,
+                    url,
+                    json=json,
+                    params=params,
+                    headers=self._headers(),
+                    timeout=client_timeout,
+                ) as raw:
+                    text = await raw.text(errors="replace")
+                    resp = _Response(raw.status, _parse_body(text), dict(raw.headers))
+            except TimeoutError:
+                failure = RequestTimeoutError(
+                    f"no answer within {self.timeout.total:g}s", method=method, url=url
+                )
+            except aiohttp.ClientError as exc:
+                failure = TransportError(f"{type(exc).__name__}: {exc}", method=method, url=url)
+            else:
+                log.debug("%s %s -> %s (try %d)", method, path, resp.status, attempt + 1)
+                if 200 <= resp.status < 300:
+                    return resp
+                failure = _error_from(resp, method, url)
+            allowed = retry or isinstance(failure, RateLimitError)
+            retry_after = failure.retry_after if isinstance(failure, RateLimitError) else None
+            attempt += 1
+            if not (allowed and failure.retryable and attempt < policy.attempts):
+                raise failure
+            delay = policy.delay(attempt - 1, retry_after)
+            log.info("%s %s failed (%s); retry %d in %.2fs", method, path, failure, attempt, delay)
+            await asyncio.sleep(delay)
+
+
+def _parse_body(text: str) -> Any:
+    if not text.strip():
+        return None
+    try:
+        return json_module.loads(text)
+    except ValueError:
+        return text[:2000]
+
+
+class StreamsAPI:
+    """``client.streams``: the stream lifecycle on a live call (spec 2.1)."""
+
+    def __init__(self, client: VobizClient) -> None:
+        self._client = client
+
+    async def start(
+        self,
+        call_uuid: str,
+        service_url: str,
+        *,
+        bidirectional: bool = False,
+        audio_track: str | None = None,
+        content_type: str | None = None,
+        stream_timeout: int | None = None,
+        status_callback_url: str | None = None,
+        status_callback_method: str | None = None,
+        extra_headers: Mapping[str, str] | str | None = None,
+    ) -> StartedStream:
+        """Start streaming a live call's audio to ``service_url``.
+
+        Never creates a duplicate: the POST is not blindly retried. After a timeout, a
+        connection error or a 5xx (or a G1-style 400 "already active at that URL"), the
+        call's streams are listed; an in-progress stream with the same ``service_url``
+        is returned (``reconciled=True``), and only when there is none is the POST sent
+        again, up to the retry policy's attempts.
+
+        Raises:
+            ValidationError: an invalid parameter or combination (before any request).
+            APIError, TransportError: the API refused, or could not be reached.
+        """
+        request = StartStreamRequest.create(
+            service_url=service_url,
+            bidirectional=bidirectional,
+            audio_track=audio_track,
+            content_type=content_type,
+            stream_timeout=stream_timeout,
+            status_callback_url=status_callback_url,
+            status_callback_method=status_callback_method,
+            extra_headers=extra_headers,
+        )
+        client = self._client
+        path = client.call_path(call_uuid, "Stream")
+        policy = client.retry
+        attempt = 0
+        while True:
+            try:
+                resp = await client._request("POST", path, json=request.to_wire(), retry=False)
+            except (TransportError, ServerError, InvalidRequestError) as exc:
+                if isinstance(exc, InvalidRequestError) and not _looks_like_duplicate(exc):
+                    raise
+                found = await self._find_started(call_uuid, request.service_url)
+                if found is not None:
+                    log.info("start on %s reconciled to %s after %s", call_uuid, found, exc)
+                    return StartedStream(
+                        stream_id=found, call_uuid=call_uuid, request=request, reconciled=True
+                    )
+                attempt += 1
+                if isinstance(exc, InvalidRequestError) or attempt >= policy.attempts:
+                    raise
+                await asyncio.sleep(policy.delay(attempt - 1))
+                continue
+            body = resp.body if isinstance(resp.body, dict) else {}
+            stream_id = body.get("stream_id")
+            if not isinstance(stream_id, str) or not stream_id:
+                raise TransportError(
+                    f"start answered {resp.status} without a stream_id",
+                    method="POST",
+                    url=client.base_url + path,
+                    retryable=False,
+                )
+            message, api_id = body.get("message"), body.get("api_id")
+            return StartedStream(
+                stream_id=stream_id,
+                call_uuid=call_uuid,
+                request=request,
+                message=message if isinstance(message, str) else None,
+                api_id=api_id if isinstance(api_id, str) else None,
+            )
+
+    async def _find_started(self, call_uuid: str, service_url: str) -> str | None:
+        try:
+            async for stream in self.iterate(call_uuid):
+                if stream.service_url == service_url and stream.in_progress and stream.stream_id:
+                    return stream.stream_id
+        except (APIError, TransportError) as exc:
+            log.warning("could not list streams of %s to reconcile a start: %s", call_uuid, exc)
+        return None
+
+    async def get(self, call_uuid: str, stream_id: str) -> Stream:
+        """Retrieve one stream.
+
+        Raises:
+            NotFoundError: unknown stream (or call).
+        """
+        client = self._client
+        resp = await client._request("GET", client.call_path(call_uuid, "Stream", stream_id))
+        if not isinstance(resp.body, dict):
+            raise TransportError("stream body is not a JSON object", retryable=False)
+        return Stream.model_validate(resp.body)
+
+    async def list(self, call_uuid: str, *, limit: int = 20, offset: int = 0) -> StreamPage:
+        """One page of the call's streams (active and stopped), any envelope (spec 2.5)."""
+        if limit <= 0 or offset < 0:
+            raise ValidationError("limit", "limit must be positive and offset not negative")
+        client = self._client
+        resp = await client._request(
+            "GET",
+            client.call_path(call_uuid, "Stream"),
+            params={"limit": str(limit), "offset": str(offset)},
+        )
+        try:
+            return StreamPage.from_body(resp.body, limit=limit, offset=offset)
+        except ValueError as exc:
+            raise TransportError(f"unreadable stream list: {exc}", retryable=False) from None
+
+    async def iterate(self, call_uuid: str, *, page_size: int = 20) -> AsyncIterator[Stream]:
+        """Every stream of the call, page by page (``offset += limit`` until a short page).
+
+        Stops as well when a page repeats what was already seen (a server that ignores
+        ``offset``), so it always ends.
+        """
+        offset = 0
+        seen: set[str] = set()
+        while True:
+            page = await self.list(call_uuid, limit=page_size, offset=offset)
+            fresh = [s for s in page.streams if s.stream_id not in seen]
+            for stream in fresh:
+                if stream.stream_id:
+                    seen.add(stream.stream_id)
+                yield stream
+            if len(page.streams) < page_size or not fresh:
+                return
+            offset += page_size
+
+    async def stop(self, call_uuid: str, stream_id: str) -> bool:
+        """Stop one stream. Idempotent.
+
+        Returns:
+            True if a running stream was stopped now; False if it was already gone
+            (404: stopped before, or ended with the call).
+        """
+        client = self._client
+        try:
+            await client._request("DELETE", client.call_path(call_uuid, "Stream", stream_id))
+        except NotFoundError:
+            return False
+        return True
+
+    async def stop_all(self, call_uuid: str) -> int | None:
+        """Stop every stream on the call. Idempotent.
+
+        Returns:
+            How many were stopped when Vobiz says so (older API), 0 on a 404, else None.
+        """
+        client = self._client
+        try:
+            resp = await client._request("DELETE", client.call_path(call_uuid, "Stream"))
+        except NotFoundError:
+            return 0
+        body = resp.body if isinstance(resp.body, dict) else {}
+        count = body.get("streams_stopped")
+        return count if isinstance(count, int) else None
+
+
+def _looks_like_duplicate(exc: InvalidRequestError) -> bool:
+    """G1 docs: a second stream on an active service_url is a 400 (spec 2.8)."""
+    return exc.status_code == 400 and "active" in exc.message.lower()
