@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .callbacks import StreamCallbackEvent, StreamStatusCallback, callback_handler, parse_callback
 from .client import RetryPolicy, StreamsAPI, Timeouts, VobizClient
 from .codec import (
     AudioEncoding,
@@ -45,6 +46,7 @@ from .events import (
     MalformedFrame,
     PlayAudio,
     PlaybackCheckpointReached,
+    StatusCallbackReceived,
     Stop,
     StreamStarted,
     StreamStopped,
@@ -53,6 +55,11 @@ from .events import (
 )
 from .models import StartedStream, StartStreamRequest, Stream, StreamPage, StreamStatus
 from .protocol import ClearSummary, PlayoutStats, ProtocolStats, Role, State, StreamProtocol
+from .recording import CallRecorder
+from .server import Limits, MediaServer, Pacing, ServerStats, SessionStats, StreamSession, serve
+from .signatures import SignatureMode, validate_v2, validate_v3, verify_request
+from .tokens import sign_stream_url, verify_stream_token
+from .xml import ResponseBuilder, StreamElement, response_xml, stream_xml
 
 __version__ = "0.1.0"
 
@@ -64,6 +71,7 @@ __all__ = [
     "AudioReceived",
     "AuthenticationError",
     "ByteOrderDetected",
+    "CallRecorder",
     "Checkpoint",
     "CheckpointOutcome",
     "CheckpointVoided",
@@ -74,9 +82,12 @@ __all__ = [
     "ForbiddenError",
     "Framer",
     "InvalidRequestError",
+    "Limits",
     "LocalProtocolError",
     "MalformedFrame",
+    "MediaServer",
     "NotFoundError",
+    "Pacing",
     "PaymentRequiredError",
     "PlayAudio",
     "PlaybackCheckpointReached",
@@ -87,20 +98,29 @@ __all__ = [
     "RemoteProtocolError",
     "RequestTimeoutError",
     "Resampler",
+    "ResponseBuilder",
     "RetryPolicy",
     "Role",
     "ServerError",
+    "ServerStats",
+    "SessionStats",
     "SignatureError",
+    "SignatureMode",
     "StartStreamRequest",
     "StartedStream",
     "State",
+    "StatusCallbackReceived",
     "Stop",
     "Stream",
+    "StreamCallbackEvent",
     "StreamClosedError",
+    "StreamElement",
     "StreamPage",
     "StreamProtocol",
+    "StreamSession",
     "StreamStarted",
     "StreamStatus",
+    "StreamStatusCallback",
     "StreamStopped",
     "StreamsAPI",
     "Timeouts",
@@ -110,8 +130,18 @@ __all__ = [
     "ValidationError",
     "VobizClient",
     "VobizError",
+    "callback_handler",
+    "parse_callback",
     "pcm16_to_ulaw",
     "read_wav",
+    "response_xml",
+    "serve",
+    "sign_stream_url",
+    "stream_xml",
     "ulaw_to_pcm16",
+    "validate_v2",
+    "validate_v3",
+    "verify_request",
+    "verify_stream_token",
     "write_wav",
 ]

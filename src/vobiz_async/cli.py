@@ -10,8 +10,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from .client import VobizClient
@@ -125,6 +128,184 @@ def _add_streams(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     stop_all.set_defaults(handler=_streams_stop_all)
 
 
+async def _wait_for_signal() -> None:
+    """Until Ctrl-C or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    from .events import AudioReceived
+    from .server import StreamSession, serve
+
+    record_dir = Path(args.record) if args.record else None
+
+    async def handler(session: StreamSession) -> None:
+        recorder = session.record() if record_dir is not None else None
+        try:
+            async for event in session:
+                if args.echo and type(event) is AudioReceived and event.track == "inbound":
+                    if session.outbound_format == session.inbound_format and event.payload:
+                        await session.play_encoded(event.payload)  # straight back, as is
+                    else:
+                        await session.play(event.pcm, event.sample_rate)
+        finally:
+            summary: dict[str, Any] = {
+                "stream_id": session.stream_id,
+                "call_id": session.call_id,
+                "format": session.inbound_format.content_type,
+                "close_code": session.close_code,
+                "stats": asdict(session.stats),
+            }
+            if recorder is not None and record_dir is not None:
+                summary["recording"] = str(recorder.write(record_dir / f"{session.stream_id}.wav"))
+            _print_json_line(summary)
+
+    async with serve(
+        handler,
+        args.host,
+        args.port,
+        path=args.path,
+        token=args.token,
+        l16_byte_order=args.l16_byte_order,
+    ) as server:
+        sys.stdout.write(f"listening on {server.url}\n")
+        sys.stdout.flush()
+        await _wait_for_signal()
+        await server.close(grace=args.grace)
+
+
+def _print_json_line(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    srv = sub.add_parser("serve", help="run a media server for Vobiz to dial")
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    srv.add_argument("--path", default="/")
+    srv.add_argument("--token", help="secret the URL must carry (?token= or last segment)")
+    srv.add_argument("--echo", action="store_true", help="play inbound audio straight back")
+    srv.add_argument("--record", metavar="DIR", help="write DIR/<stream_id>.wav per call")
+    srv.add_argument("--l16-byte-order", choices=["little", "big", "auto"], default="little")
+    srv.add_argument("--grace", type=float, default=5.0, help="shutdown grace in seconds")
+    srv.set_defaults(handler=_serve)
+
+
+async def _emulate(args: argparse.Namespace) -> Any:
+    from .codec import read_wav, write_wav
+    from .testing import MediaPeer, speech_like
+
+    if args.audio:
+        wav = read_wav(args.audio)
+        audio, rate = wav.mono(), wav.sample_rate
+    else:
+        rate = 16000
+        audio = speech_like(args.seconds or 10.0, rate)
+    peer = MediaPeer(
+        args.ws_url,
+        audio=audio,
+        audio_rate=rate,
+        content_type=args.content_type,
+        shape=args.shape,
+        l16_byte_order=args.l16_byte_order,
+        seconds=args.seconds,
+        speed=args.speed,
+    )
+    report = await peer.wait_closed()
+    result: dict[str, Any] = asdict(report)
+    if args.record:
+        from .codec import interleave_stereo
+
+        write_wav(
+            args.record,
+            interleave_stereo(peer.caller_pcm, peer.heard_pcm),
+            peer.format.sample_rate,
+            2,
+        )
+        result["recording"] = args.record
+    if report.rejected_status is not None:
+        raise TransportError(f"the server refused the WebSocket with HTTP {report.rejected_status}")
+    return result
+
+
+async def _demo(args: argparse.Namespace) -> None:
+    from ._demo import format_report, run_demo
+
+    report = await run_demo(Path(args.out), speed=args.speed)
+    sys.stdout.write(format_report(report) + "\n")
+
+
+def _add_emulator(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    emu = sub.add_parser("emulate", help="dial WS_URL as Vobiz would, with a caller's audio")
+    emu.add_argument("ws_url")
+    emu.add_argument("--audio", help="16-bit WAV of what the caller says (default: speech-like)")
+    emu.add_argument("--content-type", default="audio/x-mulaw;rate=8000")
+    emu.add_argument("--seconds", type=float, help="call length (default: the audio's)")
+    emu.add_argument("--shape", choices=["nested", "flat"], default="nested")
+    emu.add_argument("--l16-byte-order", choices=["little", "big"], default="little")
+    emu.add_argument("--speed", type=float, default=1.0, help="1.0 is real time")
+    emu.add_argument("--record", metavar="OUT.wav", help="caller and agent-as-heard, stereo")
+    emu.set_defaults(handler=_emulate)
+    demo = sub.add_parser("demo", help="an emulated call against an example agent, on loopback")
+    demo.add_argument("--out", default="demo-output", help="where call.wav and report.json go")
+    demo.add_argument("--speed", type=float, default=1.0, help=argparse.SUPPRESS)
+    demo.set_defaults(handler=_demo)
+
+
+async def _callbacks_serve(args: argparse.Namespace) -> None:
+    from aiohttp import web
+
+    from .callbacks import StreamStatusCallback, callback_handler
+
+    def show(callback: StreamStatusCallback) -> None:
+        _print_json_line(callback.model_dump(mode="json"))
+
+    mode = args.mode or ("require" if args.auth_token else "off")
+    app = web.Application()
+    handler = callback_handler(
+        show, auth_token=args.auth_token, mode=mode, public_base_url=args.public_url
+    )
+    app.router.add_route("*", args.path, handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, args.host, args.port)
+    await site.start()
+    sockets = getattr(site._server, "sockets", None) or []
+    port = sockets[0].getsockname()[1] if sockets else args.port
+    sys.stderr.write(f"listening on http://{args.host}:{port}{args.path} (signatures: {mode})\n")
+    sys.stderr.flush()
+    try:
+        await _wait_for_signal()
+    finally:
+        await runner.cleanup()
+
+
+def _add_callbacks(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cbs = sub.add_parser("callbacks", help="receive stream status callbacks")
+    actions = cbs.add_subparsers(dest="action", required=True)
+    srv = actions.add_parser("serve", help="print each verified callback as a JSON line")
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+    srv.add_argument("--path", default="/", help="the route (default /)")
+    srv.add_argument("--auth-token", default=argparse.SUPPRESS, help="verify signatures with it")
+    srv.add_argument("--public-url", help="public scheme://host[:port] behind a proxy")
+    srv.add_argument(
+        "--mode",
+        choices=["off", "if-present", "require"],
+        help="default: require with --auth-token, else off",
+    )
+    srv.set_defaults(handler=_callbacks_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every command."""
     parser = argparse.ArgumentParser(
@@ -136,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--base-url", help="default: $VOBIZ_BASE_URL or https://api.vobiz.ai")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_streams(sub)
+    _add_serve(sub)
+    _add_emulator(sub)
+    _add_callbacks(sub)
     return parser
 
 

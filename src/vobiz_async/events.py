@@ -39,6 +39,7 @@ __all__ = [
     "MalformedFrame",
     "PlayAudio",
     "PlaybackCheckpointReached",
+    "StatusCallbackReceived",
     "Stop",
     "StreamStarted",
     "StreamStopped",
@@ -118,6 +119,8 @@ class AudioReceived:
         sequence_number, chunk: counters from the frame, when present.
         timestamp: the media clock in ms (an int; the wire sends a string).
         stream_id: from the frame, when present.
+        payload: the audio exactly as it came on the wire (mu-law or L16 bytes), for
+            passing it on without re-encoding (see ``StreamSession.play_encoded``).
     """
 
     pcm: bytes
@@ -127,6 +130,7 @@ class AudioReceived:
     chunk: int | None = None
     timestamp: int | None = None
     stream_id: str | None = None
+    payload: bytes = b""
 
     @property
     def duration_ms(self) -> float:
@@ -217,6 +221,22 @@ class ByteOrderDetected:
     order: ByteOrder
     little_score: float
     big_score: float
+
+
+@dataclass(frozen=True, slots=True)
+class StatusCallbackReceived:
+    """A verified status callback for this stream arrived over HTTP (spec 5), routed to
+    the session by ``StreamID`` (e.g. ``DroppedStream``).
+
+    Attributes:
+        event: the callback's ``Event`` (``StartStream``, ``DroppedStream``...).
+        stream_id: its ``StreamID``.
+        callback: the parsed ``vobiz_async.callbacks.StreamStatusCallback``.
+    """
+
+    event: str
+    stream_id: str
+    callback: Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,6 +346,7 @@ Event = (
     | MalformedFrame
     | ByteOrderDetected
     | CheckpointVoided
+    | StatusCallbackReceived
     | PlayAudio
     | Checkpoint
     | ClearAudio

@@ -12,7 +12,7 @@ import enum
 import re
 from collections.abc import Iterator, Mapping
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -20,6 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from .codec import AudioFormat
 from .errors import CodecError, ValidationError
 from .events import Track
+
+if TYPE_CHECKING:  # the server imports nothing from here; no cycle at run time
+    from .server import MediaServer, StreamSession
 
 __all__ = [
     "EXTRA_HEADERS_MAX_BYTES",
@@ -324,6 +327,11 @@ class StartedStream(BaseModel):
     message: str | None = None
     api_id: str | None = None
     reconciled: bool = False
+
+    async def session(self, server: MediaServer, *, timeout: float | None = 10.0) -> StreamSession:
+        """This stream's media session on ``server``, whether Vobiz's ``start`` arrived
+        before or after the REST answer (see ``MediaServer.wait_for_session``)."""
+        return await server.wait_for_session(self.stream_id, timeout=timeout)
 
     def to_json_dict(self) -> dict[str, Any]:
         """A flat JSON-able dict: ids, the parameters used, and Vobiz's message."""

@@ -630,6 +630,7 @@ class StreamProtocol:
                 chunk,
                 timestamp,
                 stream_id,
+                raw,
             )
         )
         return events
@@ -772,6 +773,22 @@ class StreamProtocol:
             pcm = resampler.process(pcm)
         return self._frames(framer.push(self._encode(pcm, fmt)), now)
 
+    def play_encoded(self, payload: bytes, *, now: float | None = None) -> list[str]:
+        """Like :meth:`play` for audio already in the outbound format (its encoding,
+        rate and L16 byte order): framed as is, with no decode/encode round trip.
+        Useful for a TTS that outputs mu-law 8 kHz, or to echo ``AudioReceived.payload``
+        back on a stream whose formats match.
+
+        Raises:
+            LocalProtocolError: not streaming.
+            CodecError: an odd byte count for L16.
+        """
+        self._require_streaming(Role.APP)
+        fmt, framer = self._outbound()
+        if fmt.encoding is AudioEncoding.L16 and len(payload) & 1:
+            raise CodecError(f"L16 needs an even number of bytes, got {len(payload)}")
+        return self._frames(framer.push(payload), now)
+
     def flush_audio(self, *, now: float | None = None) -> list[str]:
         """Send what ``play`` is holding back: resampler tail and the last partial frame
         padded with silence. Returns the frames (possibly none)."""
@@ -784,6 +801,18 @@ class StreamProtocol:
         if last is not None:
             frames.append(last)
         return self._frames(frames, now)
+
+    def discard_unsent(self, frames: int) -> None:
+        """Tell the protocol that the I/O layer dropped ``frames`` ``playAudio`` frames it
+        got from :meth:`play` without sending them (a clear or a close came first), so
+        the playout accounting only counts audio that reached the wire. Call it before
+        :meth:`clear`."""
+        if frames <= 0:
+            return
+        ms = FRAME_MS * frames
+        self.playout.sent_ms = max(0.0, self.playout.sent_ms - ms)
+        self.playout.utterance_ms = max(0.0, self.playout.utterance_ms - ms)
+        self.stats.frames_out -= frames
 
     def checkpoint(self, name: str, *, now: float | None = None) -> list[str]:
         """End an utterance: flush held-back audio, then send a ``checkpoint``.

@@ -1,8 +1,26 @@
-"""A local Vobiz for tests: REST API and media peer on loopback (``FakeVobiz``)."""
+"""A local Vobiz for tests, demos and your own agent's tests (``FakeVobiz``).
+
+Everything runs on 127.0.0.1 with real sockets: the REST API (aiohttp), and a media
+peer per stream that dials your WebSocket server and behaves like Vobiz (see
+``docs`` in the README, "Test your agent").
+"""
 
 from __future__ import annotations
 
-from ._fake import FakeCall, FakeVobiz
+from ._audio import speech_like, tone
+from ._fake import CallbackRecord, FakeCall, FakeVobiz
+from ._media import MediaPeer, PeerReport
 from ._rest import FakeStreamRecord, Fault, RecordedRequest
 
-__all__ = ["FakeCall", "FakeStreamRecord", "FakeVobiz", "Fault", "RecordedRequest"]
+__all__ = [
+    "CallbackRecord",
+    "FakeCall",
+    "FakeStreamRecord",
+    "FakeVobiz",
+    "Fault",
+    "MediaPeer",
+    "PeerReport",
+    "RecordedRequest",
+    "speech_like",
+    "tone",
+]

@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import secrets
 import uuid
-from dataclasses import dataclass
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
+import aiohttp
 from aiohttp import web
 
 from ..client import RetryPolicy, Timeouts, VobizClient
-from ..errors import StreamClosedError
+from ..codec import AudioFormat, ByteOrder, read_wav
+from ..errors import CodecError, StreamClosedError
+from ..signatures import sign_headers
+from ._audio import speech_like
+from ._media import MediaPeer, PeerReport
 from ._rest import FakeStreamRecord, Fault, RecordedRequest, RestState
 
-__all__ = ["FakeCall", "FakeVobiz"]
+__all__ = ["CallbackRecord", "FakeCall", "FakeVobiz"]
+
+log = logging.getLogger("vobiz_async.testing")
 
 
 def _bound_port(site: web.TCPSite) -> int:
@@ -28,30 +44,78 @@ def _bound_port(site: web.TCPSite) -> int:
 
 @dataclass
 class FakeCall:
-    """A live call on the fake Vobiz.
+    """A live call on the fake Vobiz: a caller with something to say.
 
     Attributes:
-        call_uuid: the call's id (what REST paths and ``start.callId`` carry).
+        call_uuid: the call's id (REST paths, ``start.callId``, callbacks' ``CallUUID``).
+        audio, audio_rate: what the caller says (PCM16 LE).
+        seconds: how long the caller stays on each stream (None: the audio's length).
         live: False once hung up; starting a stream on it then answers 404.
+        peers: the media peers dialed for this call's streams, in order.
     """
 
     call_uuid: str
+    audio: bytes = b""
+    audio_rate: int = 8000
+    seconds: float | None = None
+    speed: float = 1.0
+    shape: Literal["nested", "flat"] = "nested"
+    l16_byte_order: ByteOrder = "little"
+    hangup_when_done: bool = True
+    from_number: str = "919800000001"
+    to_number: str = "918000000002"
     live: bool = True
+    peers: list[MediaPeer] = field(default_factory=list)
+    _new_peer: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+    async def next_peer(self, index: int = 0, *, timeout: float = 10.0) -> MediaPeer:
+        """The ``index``-th media peer of this call, waiting until it is dialed."""
+        async with asyncio.timeout(timeout):
+            while len(self.peers) <= index:
+                self._new_peer.clear()
+                await self._new_peer.wait()
+        return self.peers[index]
+
+    async def wait_done(self) -> list[PeerReport]:
+        """Wait for every stream of the call to end; returns their reports."""
+        return list(await asyncio.gather(*(p.wait_closed() for p in self.peers)))
+
+
+@dataclass(frozen=True)
+class CallbackRecord:
+    """A status callback the fake delivered (or tried to)."""
+
+    event: str
+    url: str
+    method: str
+    params: dict[str, str]
+    status: int | None
+    attempts: int
 
 
 class FakeVobiz:
-    """A local Vobiz: the Audio Streams REST API on 127.0.0.1, port 0.
+    """A local Vobiz on 127.0.0.1: the Audio Streams REST API and the media side.
 
-    Use as ``async with FakeVobiz() as fake:`` and point a client at it with
-    :meth:`client`. Every request is recorded in :attr:`requests`; :meth:`inject`
-    queues failures (a status, a delay, a ``Retry-After``, a dropped connection, or a
-    lost response after the real effect).
+    * REST: the five stream endpoints in memory, with Vobiz's observable behaviour
+      (both auth headers, PascalCase paths with the trailing slash or 401, 202 on
+      start, 204 on stop, 404 for unknown or stopped streams, a JSON-boolean
+      ``bidirectional`` giving a one-way stream) and fault injection (:meth:`inject`).
+    * Calls: :meth:`call` creates a live call with a caller audio source; a REST start
+      on it, or its answer XML's ``<Stream>``, makes a :class:`MediaPeer` dial the
+      ``service_url`` and stream the caller's audio in the requested format. Only
+      loopback URLs are dialed (127.0.0.0/8, ::1, localhost); a stream to any other
+      URL is recorded and stays in progress, but nothing leaves this machine.
+    * Status callbacks: ``StartStream``, ``PlayedStream``, ``ClearedAudio``,
+      ``DroppedStream`` and ``StopStream`` are posted (form-encoded, or as a GET) to a
+      stream's ``status_callback_url``, signed V2 and V3 with the auth token, retried
+      up to 3 times on failure like Vobiz does.
 
     Args:
-        auth_id, auth_token: the credentials it accepts.
+        auth_id, auth_token: the credentials it accepts (and signs callbacks with).
         list_envelope: ``"page"`` (documented), ``"meta"`` (Plivo-style) or ``"bare"``.
-        default_audio_track: used when a start omits ``audio_track``.
+        default_audio_track: used when a REST start omits ``audio_track``.
         host: the loopback address to bind.
+        callback_retry_delay: first delay between callback retries (doubles each time).
     """
 
     def __init__(
@@ -62,11 +126,15 @@ class FakeVobiz:
         list_envelope: str = "page",
         default_audio_track: str = "inbound",
         host: str = "127.0.0.1",
+        callback_retry_delay: float = 0.2,
     ) -> None:
         self.auth_id = auth_id
         self.auth_token = auth_token
         self.host = host
+        self.callback_retry_delay = callback_retry_delay
         self.calls: dict[str, FakeCall] = {}
+        self.peers: dict[str, MediaPeer] = {}
+        self.callbacks: list[CallbackRecord] = []
         self.rest = RestState(
             auth_id=auth_id,
             auth_token=auth_token,
@@ -78,7 +146,10 @@ class FakeVobiz:
         )
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
 
+    # -------------------------------------------------------------- lifecycle
     async def __aenter__(self) -> FakeVobiz:
         await self.start()
         return self
@@ -98,9 +169,26 @@ class FakeVobiz:
         site = web.TCPSite(self._runner, self.host, 0)
         await site.start()
         self._port = _bound_port(site)
+        self._http = aiohttp.ClientSession()
 
     async def close(self) -> None:
-        """Stop serving."""
+        """Hang up every call, finish pending callbacks, stop serving."""
+        for peer in list(self.peers.values()):
+            await peer.hangup()
+        pending = [p.wait_closed() for p in self.peers.values()]
+        if pending:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await asyncio.gather(*pending, return_exceptions=True)
+        if self._tasks:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await asyncio.gather(*self._tasks, return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -114,12 +202,12 @@ class FakeVobiz:
 
     @property
     def requests(self) -> list[RecordedRequest]:
-        """Every request received, in order."""
+        """Every REST request received, in order."""
         return self.rest.requests
 
     @property
     def streams(self) -> dict[str, FakeStreamRecord]:
-        """Every stream ever started, by stream id."""
+        """Every stream ever started (REST or XML), by stream id."""
         return self.rest.streams
 
     def client(self, **kwargs: Any) -> VobizClient:
@@ -128,33 +216,281 @@ class FakeVobiz:
         kwargs.setdefault("timeout", Timeouts(connect=2.0, total=5.0))
         return VobizClient(self.auth_id, self.auth_token, base_url=self.base_url, **kwargs)
 
-    def call(self, call_uuid: str | None = None) -> FakeCall:
-        """Create a live call to stream from."""
-        call = FakeCall(call_uuid or str(uuid.uuid4()))
+    def inject(self, status: int | None = None, **kwargs: Any) -> Fault:
+        """Fail the next matching REST request(s); see :class:`~vobiz_async.testing.Fault`."""
+        fault = Fault(status=status, **kwargs)
+        self.rest.inject(fault)
+        return fault
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # ------------------------------------------------------------------ calls
+    def call(
+        self,
+        call_uuid: str | None = None,
+        *,
+        audio: bytes | str | Path | None = None,
+        audio_rate: int = 8000,
+        seconds: float | None = 10.0,
+        speed: float = 1.0,
+        shape: Literal["nested", "flat"] = "nested",
+        l16_byte_order: ByteOrder = "little",
+        hangup_when_done: bool = True,
+        answer_xml: str | None = None,
+        answer_url: str | None = None,
+    ) -> FakeCall:
+        """Create a live call.
+
+        Args:
+            audio: what the caller says: PCM16 LE bytes at ``audio_rate``, a path to a
+                16-bit WAV file, or None for the built-in speech-like signal.
+            seconds: how long the caller stays on a stream (None: the audio's length).
+            speed: 1.0 streams in real time; more runs the peer's clocks faster. Meant
+                for receive-side tests: the media server paces playback in real time, so
+                with ``speed > 1`` the caller's playout runs ahead of it.
+            shape, l16_byte_order: how the media peer speaks (spec 4.3.2, 4.6).
+            hangup_when_done: the caller hangs up when ``seconds`` are over.
+            answer_xml: an answer document to obey now (its ``<Stream>`` dials).
+            answer_url: a URL to fetch the answer document from (POSTed like Vobiz
+                does, form-encoded with ``Event=StartApp``).
+        """
+        if isinstance(audio, (str, Path)):
+            wav = read_wav(audio)
+            audio, audio_rate = wav.mono(), wav.sample_rate
+        elif audio is None:
+            audio = speech_like(seconds or 10.0, audio_rate)
+        call = FakeCall(
+            call_uuid or str(uuid.uuid4()),
+            audio=audio,
+            audio_rate=audio_rate,
+            seconds=seconds,
+            speed=speed,
+            shape=shape,
+            l16_byte_order=l16_byte_order,
+            hangup_when_done=hangup_when_done,
+        )
         self.calls[call.call_uuid] = call
+        if answer_xml is not None or answer_url is not None:
+            self._spawn(self._answer(call, answer_xml, answer_url))
         return call
 
     async def hangup(self, call_uuid: str) -> None:
-        """End a call: its streams complete and their sockets close."""
+        """End a call: its streams complete and their sockets close (no StopStream)."""
         call = self.calls.get(call_uuid)
         if call is not None:
             call.live = False
         for record in list(self.streams.values()):
             if record.call_uuid == call_uuid:
-                await self.rest.stop(record)
+                await self.rest.stop(record, "hangup")
 
-    def inject(self, status: int | None = None, **kwargs: Any) -> Fault:
-        """Fail the next matching request(s); see :class:`~vobiz_async.testing.Fault`."""
-        fault = Fault(status=status, **kwargs)
-        self.rest.inject(fault)
-        return fault
+    def peer(self, stream_id: str) -> MediaPeer:
+        """The media peer of a stream."""
+        return self.peers[stream_id]
 
     def _is_live(self, call_uuid: str) -> bool:
         call = self.calls.get(call_uuid)
         return call is not None and call.live
 
+    # ---------------------------------------------------------------- media
     async def _stream_started(self, record: FakeStreamRecord) -> None:
-        """Hook: a stream was started (the media half dials here)."""
+        """REST hook: the stream was created; dial in the background."""
+        call = self.calls.get(record.call_uuid)
+        if call is not None:
+            self._spawn(self._run_stream(call, record, 0))
 
-    async def _stream_stopped(self, record: FakeStreamRecord) -> None:
-        """Hook: a stream was stopped (the media half hangs up here)."""
+    @staticmethod
+    def _dialable(url: str) -> bool:
+        """The emulator only ever dials loopback addresses (tests stay on this machine)."""
+        host = (urlsplit(url).hostname or "").lower()
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    async def _run_stream(self, call: FakeCall, record: FakeStreamRecord, retries: int) -> None:
+        """Dial, wait for the stream to end, and redial on failure (``maxRetries``)."""
+        if not self._dialable(record.service_url):
+            log.info("not dialing %s: the emulator dials loopback URLs only", record.service_url)
+            return
+        try:
+            fmt = AudioFormat.parse(record.content_type)
+        except CodecError:
+            fmt = AudioFormat.parse("audio/x-l16;rate=8000")
+        if fmt.sample_rate == 24000:
+            # G4: 24 kHz inbound is accepted but never delivers media (spec 4.5).
+            log.warning(
+                "stream %s asked for 24 kHz inbound: no media, as on Vobiz", record.stream_id
+            )
+            return
+        while True:
+            peer = self._dial(call, record, fmt)
+            report = await peer.wait_closed()
+            failed = report.rejected_status is not None or (
+                report.close_code in (None, 1006) and not peer.hung_up and not report.stopped
+            )
+            if record.status == "in-progress":
+                await self.rest.stop(record, "ended")
+            if not (failed and retries > 0 and call.live):
+                return
+            # maxRetries: a fresh socket with a new start and a new streamId (spec 3.1).
+            retries -= 1
+            record = FakeStreamRecord(**{**record.__dict__, "stream_id": str(uuid.uuid4())})
+            record.status, record.end_time = "in-progress", None
+            self.rest.add(record)
+
+    def _dial(self, call: FakeCall, record: FakeStreamRecord, fmt: AudioFormat) -> MediaPeer:
+        def listener(event: str, params: dict[str, str]) -> None:
+            if record.status_callback_url:
+                self._spawn(self._post_callback(call, record, event, params))
+
+        peer = MediaPeer(
+            record.service_url,
+            audio=call.audio,
+            audio_rate=call.audio_rate,
+            content_type=fmt.content_type,
+            shape=call.shape,
+            l16_byte_order=call.l16_byte_order,
+            seconds=call.seconds,
+            speed=call.speed,
+            hangup_when_done=call.hangup_when_done,
+            call_id=call.call_uuid,
+            stream_id=record.stream_id,
+            bidirectional=record.bidirectional,
+            listener=listener,
+        )
+        self.peers[record.stream_id] = peer
+        call.peers.append(peer)
+        call._new_peer.set()
+        return peer
+
+    async def _stream_stopped(self, record: FakeStreamRecord, reason: str) -> None:
+        peer = self.peers.get(record.stream_id)
+        if peer is None or reason == "ended":
+            return
+        if reason == "api" and record.status_callback_url:
+            call = self.calls.get(record.call_uuid)
+            if call is not None:
+                self._spawn(self._post_callback(call, record, "StopStream", {}))
+        await peer.hangup()
+
+    # ------------------------------------------------------------- answer XML
+    async def _answer(self, call: FakeCall, answer_xml: str | None, answer_url: str | None) -> None:
+        if answer_url is not None:
+            assert self._http is not None
+            form = {
+                "Event": "StartApp",
+                "CallUUID": call.call_uuid,
+                "From": call.from_number,
+                "To": call.to_number,
+                "Direction": "inbound",
+                "CallStatus": "in-progress",
+            }
+            async with self._http.post(answer_url, data=form) as resp:
+                answer_xml = await resp.text()
+        try:
+            root = ET.fromstring(answer_xml or "")
+        except ET.ParseError as exc:
+            # Vobiz answers, then drops the call ~1 s later (cause 8011, spec 1.3).
+            log.warning("call %s: invalid answer XML (%s); hanging up", call.call_uuid, exc)
+            await self.hangup(call.call_uuid)
+            return
+        for element in root:
+            if not call.live:
+                return
+            if element.tag == "Stream":
+                await self._xml_stream(call, element)
+            elif element.tag == "Wait":
+                await asyncio.sleep(float(element.get("length", "1")) / call.speed)
+            elif element.tag == "Hangup":
+                break
+        await self.hangup(call.call_uuid)
+
+    async def _xml_stream(self, call: FakeCall, element: ET.Element) -> None:
+        """Obey one ``<Stream>``: in the background, or holding the call until it ends
+        when ``keepCallAlive`` is true (spec 3.2)."""
+        url = (element.text or "").strip()
+        bidirectional = element.get("bidirectional", "false").lower() == "true"
+        track = element.get("audioTrack", "inbound")
+        if bidirectional and track != "inbound":
+            log.warning(
+                "call %s: bidirectional <Stream> with audioTrack=%s is rejected",
+                call.call_uuid,
+                track,
+            )
+            return
+        try:
+            retries = max(0, min(10, int(element.get("maxRetries", "0"))))
+        except ValueError:
+            retries = 0
+        record = FakeStreamRecord(
+            stream_id=str(uuid.uuid4()),
+            call_uuid=call.call_uuid,
+            service_url=url,
+            bidirectional=bidirectional,
+            audio_track=track,
+            content_type=element.get("contentType", "audio/x-l16;rate=8000"),
+            stream_timeout=int(element.get("streamTimeout", "86400")),
+            status_callback_url=element.get("statusCallbackUrl"),
+            status_callback_method=element.get("statusCallbackMethod", "POST").upper(),
+            extra_headers=element.get("extraHeaders"),
+            origin="xml",
+        )
+        self.rest.add(record)
+        if element.get("keepCallAlive", "false").lower() == "true":
+            await self._run_stream(call, record, retries)
+        else:
+            self._spawn(self._run_stream(call, record, retries))
+
+    # -------------------------------------------------------------- callbacks
+    async def _post_callback(
+        self, call: FakeCall, record: FakeStreamRecord, event: str, extra: dict[str, str]
+    ) -> None:
+        url = record.status_callback_url
+        if not url or self._http is None:
+            return
+        params = {
+            "From": call.from_number,
+            "To": call.to_number,
+            "CallUUID": call.call_uuid,
+            "Event": event,
+            "StreamID": record.stream_id,
+            "ParentAuthID": self.auth_id,
+            "status_callback_url": url,
+            "status_callback_method": record.status_callback_method,
+            "Timestamp": datetime.now().strftime("%Y-%m-%d %H:%M:%S"),
+            "Error": "",
+            **extra,
+        }
+        for pair in (record.extra_headers or "").split(","):
+            key, sep, value = pair.partition(":" if ":" in pair else "=")
+            if sep and key.strip():
+                params[f"X-VH-{key.strip()}"] = value.strip()
+        method = record.status_callback_method
+        status: int | None = None
+        attempts = 0
+        delay = self.callback_retry_delay
+        while attempts < 4:  # the first try and up to 3 retries (spec 5.1)
+            attempts += 1
+            nonce = "".join(secrets.choice("0123456789") for _ in range(20))
+            headers = {"User-Agent": "Vobiz", **sign_headers(url, self.auth_token, nonce)}
+            try:
+                if method == "GET":
+                    request = self._http.get(url, params=params, headers=headers)
+                else:
+                    request = self._http.post(url, data=params, headers=headers)
+                async with request as resp:
+                    status = resp.status
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                log.debug("callback %s to %s failed: %s", event, url, exc)
+                status = None
+            if status == 200:
+                break
+            await asyncio.sleep(delay)
+            delay *= 2
+        self.callbacks.append(CallbackRecord(event, url, method, params, status, attempts))

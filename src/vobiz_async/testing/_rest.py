@@ -131,7 +131,7 @@ class RestState:
         default_audio_track: str = "inbound",
         is_live: Callable[[str], bool],
         on_started: Callable[[FakeStreamRecord], Awaitable[None]] | None = None,
-        on_stopped: Callable[[FakeStreamRecord], Awaitable[None]] | None = None,
+        on_stopped: Callable[[FakeStreamRecord, str], Awaitable[None]] | None = None,
     ) -> None:
         self.auth_id = auth_id
         self.auth_token = auth_token
@@ -224,7 +224,7 @@ class RestState:
         if stream_id is None and method == "DELETE":
             for record in list(self.streams.values()):
                 if record.call_uuid == call_uuid and record.status == "in-progress":
-                    await self.stop(record)
+                    await self.stop(record, "api")
             return web.Response(status=204)
         found = self.streams.get(stream_id) if stream_id is not None else None
         if found is not None and found.call_uuid != call_uuid:
@@ -236,7 +236,7 @@ class RestState:
         if stream_id is not None and method == "DELETE":
             if found is None or found.status != "in-progress":
                 return _error(404, "Stream not found")
-            await self.stop(found)
+            await self.stop(found, "api")
             return web.Response(status=204)
         return _error(405, "Method not allowed")
 
@@ -317,11 +317,20 @@ class RestState:
             {"page": offset // limit + 1, "per_page": limit, "total": len(records), "objects": page}
         )
 
-    async def stop(self, record: FakeStreamRecord) -> None:
-        """Mark a stream completed and run the media half's hang-up hook."""
+    def add(self, record: FakeStreamRecord) -> None:
+        """Register a stream started another way (an answer XML's ``<Stream>``)."""
+        self.streams[record.stream_id] = record
+
+    async def stop(self, record: FakeStreamRecord, reason: str) -> None:
+        """Mark a stream completed and run the media half's hook.
+
+        Args:
+            reason: ``"api"`` (REST DELETE: Vobiz sends ``StopStream``), ``"hangup"``
+                (the call ended) or ``"ended"`` (the socket already closed).
+        """
         if record.status != "in-progress":
             return
         record.status = "completed"
         record.end_time = datetime.now(UTC)
         if self._on_stopped is not None:
-            await self._on_stopped(record)
+            await self._on_stopped(record, reason)

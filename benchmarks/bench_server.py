@@ -1,0 +1,366 @@
+"""Media server under load: N concurrent real-time calls against one server process.
+
+Run: ``.venv/bin/python benchmarks/bench_server.py [--calls 1000] [--echo-calls 500]
+[--seconds 10]``. For each scenario the server runs in its own process (pinned to one
+core when the OS allows) and a raw load generator in this process sends 20 ms mu-law
+frames at real time on every connection. Once a second per call a frame carries a
+fresh timestamp and a unique payload marker: the server records frame-sent to
+handler-receipt latency, and in echo mode the generator times the round trip. The same
+generator drives a bare ``websockets`` echo server (no library around it) for the
+ratio. Prints a table and writes JSON; asserts nothing. Only 127.0.0.1 is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import functools
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, cast
+
+from _common import print_table, write_json
+from websockets.frames import Frame, Opcode
+
+SID = "4f23e5e8-6fdb-45ad-bfaf-b694111cf476"
+PHASES = 10
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# ----------------------------------------------------------------------------- server side
+def run_server(mode: str, echo: bool, use_uvloop: bool) -> None:
+    """Child process: serve, then print a JSON report when stdin says 'report'."""
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {0})
+    if use_uvloop:
+        import uvloop  # type: ignore[import-not-found,unused-ignore]
+
+        uvloop.install()
+    asyncio.run(_server_main(mode, echo))
+
+
+async def _server_main(mode: str, echo: bool) -> None:
+    latencies: list[float] = []
+    counts = {"frames": 0, "sessions": 0}
+    loop = asyncio.get_running_loop()
+
+    if mode == "lib":
+        from vobiz_async.events import AudioReceived
+        from vobiz_async.server import Limits, StreamSession, serve
+
+        async def handler(session: StreamSession) -> None:
+            counts["sessions"] += 1
+            async for event in session:
+                if type(event) is AudioReceived:
+                    counts["frames"] += 1
+                    if event.timestamp:
+                        latencies.append(time.time() * 1000 - event.timestamp)
+                    if echo:  # what `vobiz-async serve --echo` does: straight back, as is
+                        await session.play_encoded(event.payload)
+
+        server = serve(
+            handler, "127.0.0.1", 0, limits=Limits(max_sessions=10_000, idle_timeout=None)
+        )
+        await server.start()
+        port = server.port
+    else:
+        from websockets.asyncio.server import ServerConnection
+        from websockets.asyncio.server import serve as ws_serve
+
+        async def bare(ws: ServerConnection) -> None:
+            counts["sessions"] += 1
+            async for message in ws:
+                if isinstance(message, str) and '"media"' in message:
+                    counts["frames"] += 1
+                    if '"timestamp":"0"' not in message:
+                        latencies.append(
+                            time.time() * 1000 - int(json.loads(message)["media"]["timestamp"])
+                        )
+                    if echo:
+                        await ws.send(message)
+
+        bare_server = await ws_serve(bare, "127.0.0.1", 0, max_size=2**20, ping_interval=None)
+        port = bare_server.sockets[0].getsockname()[1]
+    print(json.dumps({"port": port}), flush=True)
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    cpu_start = time.process_time()
+    frames_start = 0
+    while True:
+        line = (await reader.readline()).decode().strip()
+        if line == "mark":
+            cpu_start = time.process_time()
+            frames_start = counts["frames"]
+            latencies.clear()
+        elif line == "report" or not line:
+            cpu = time.process_time() - cpu_start
+            frames = counts["frames"] - frames_start
+            print(
+                json.dumps(
+                    {
+                        "cpu_s": cpu,
+                        "frames": frames,
+                        "frames_total": counts["frames"],
+                        "sessions": counts["sessions"],
+                        "latencies": latencies,
+                    }
+                ),
+                flush=True,
+            )
+            return
+
+
+# --------------------------------------------------------------------------- load side
+class _Client(asyncio.Protocol):
+    def __init__(self, gen: _Generator, index: int) -> None:
+        self.gen = gen
+        self.index = index
+        self.transport: asyncio.Transport | None = None
+        self.open = asyncio.get_running_loop().create_future()
+        self.buffer = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's does not subclass it
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.transport.write(
+            (
+                f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{self.gen.port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+
+    def data_received(self, data: bytes) -> None:
+        if not self.open.done():
+            self.buffer += data
+            head, sep, rest = self.buffer.partition(b"\r\n\r\n")
+            if not sep:
+                return
+            if not head.startswith(b"HTTP/1.1 101"):
+                self.open.set_exception(RuntimeError(head[:60].decode(errors="replace")))
+                return
+            self.open.set_result(None)
+            data, self.buffer = rest, b""
+        if self.gen.echo:
+            self.gen.on_echo(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.gen.lost += 1
+
+
+class _Generator:
+    def __init__(self, port: int, calls: int, echo: bool) -> None:
+        self.port = port
+        self.calls = calls
+        self.echo = echo
+        self.clients: list[_Client] = []
+        self.sent = 0
+        self.lost = 0
+        self.marks: dict[bytes, float] = {}
+        self.round_trips: list[float] = []
+        payload = base64.b64encode(b"\x10\x20\x30" + b"\xfe" * 157).decode()
+        self.plain = self._frame(payload, 0)
+
+    @staticmethod
+    def _frame(payload: str, timestamp: int) -> bytes:
+        body = (
+            '{"sequenceNumber":1,"streamId":"'
+            + SID
+            + '","event":"media","media":{"track":"inbound",'
+            f'"timestamp":"{timestamp}","chunk":1,"payload":"{payload}"}},"extra_headers":"{{}}"}}'
+        )
+        return Frame(Opcode.TEXT, body.encode()).serialize(mask=True, extensions=[])
+
+    def on_echo(self, data: bytes) -> None:
+        start = 0
+        while True:
+            at = data.find(b'"payload":"', start)
+            if at < 0:
+                return
+            marker = data[at + 11 : at + 15]
+            sent = self.marks.pop(marker, None)
+            if sent is not None:
+                self.round_trips.append((time.perf_counter() - sent) * 1000)
+            start = at + 15
+
+    async def connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        for i in range(self.calls):
+            _, client = await loop.create_connection(
+                functools.partial(_Client, self, i), "127.0.0.1", self.port
+            )
+            self.clients.append(client)
+        await asyncio.gather(*(c.open for c in self.clients))
+        start_frames = []
+        for i, client in enumerate(self.clients):
+            body = json.dumps(
+                {
+                    "sequenceNumber": 0,
+                    "event": "start",
+                    "start": {
+                        "callId": f"call-{i}",
+                        "streamId": f"stream-{i}",
+                        "accountId": "1",
+                        "tracks": ["inbound"],
+                        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000},
+                    },
+                    "extra_headers": "{}",
+                }
+            )
+            start_frames.append(
+                (client, Frame(Opcode.TEXT, body.encode()).serialize(mask=True, extensions=[]))
+            )
+        for client, frame in start_frames:
+            assert client.transport is not None
+            client.transport.write(frame)
+
+    async def run(self, seconds: float) -> None:
+        """Send at real time. Calls are spread over the 20 ms tick in ``PHASES`` groups,
+        as real calls start at random moments (all at once would measure the burst)."""
+        ticks = int(seconds * 50)
+        start = time.perf_counter()
+        groups = [self.clients[g::PHASES] for g in range(PHASES)]
+        for tick in range(ticks):
+            for phase, clients in enumerate(groups):
+                delay = start + tick * 0.02 + phase * 0.02 / PHASES - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                for client in clients:
+                    self._send(client, tick)
+
+    def _send(self, client: _Client, tick: int) -> None:
+        transport = client.transport
+        if transport is None or transport.is_closing():
+            return
+        index = client.index
+        if (index + tick) % 50 == 0:  # each call sends one timestamped frame a second
+            marker = (index * 50 + tick) % (1 << 21)
+            raw = bytes([(marker >> 14) & 0x7E | 1, (marker >> 7) & 0x7E | 1, marker & 0x7E | 1])
+            payload = base64.b64encode(raw + b"\xfe" * 157).decode()
+            self.marks[payload[:4].encode()] = time.perf_counter()
+            transport.write(self._frame(payload, int(time.time() * 1000)))
+        else:
+            transport.write(self.plain)
+        self.sent += 1
+
+    def close(self) -> None:
+        for client in self.clients:
+            if client.transport is not None:
+                client.transport.close()
+
+
+async def scenario(
+    mode: str, calls: int, echo: bool, seconds: float, use_uvloop: bool
+) -> dict[str, Any]:
+    """Run one scenario; returns its row."""
+    args = [__file__, "--role", "server", "--mode", mode]
+    if echo:
+        args.append("--echo")
+    if use_uvloop:
+        args.append("--uvloop")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, *args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, limit=1 << 24
+    )
+    assert proc.stdout is not None
+    assert proc.stdin is not None
+    try:
+        port = json.loads(await proc.stdout.readline())["port"]
+        if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+            os.sched_setaffinity(0, {1})
+        gen = _Generator(port, calls, echo)
+        await gen.connect()
+        await gen.run(1.0)  # warm-up
+        proc.stdin.write(b"mark\n")
+        await proc.stdin.drain()
+        sent_before = gen.sent
+        gen.round_trips.clear()
+        await gen.run(seconds)
+        sent = gen.sent - sent_before
+        await asyncio.sleep(0.5)  # let the last frames land
+        proc.stdin.write(b"report\n")
+        await proc.stdin.drain()
+        report = json.loads(await proc.stdout.readline())
+        gen.close()
+    finally:
+        proc.stdin.close()
+        await asyncio.wait_for(proc.wait(), 30)
+    latencies = report["latencies"]
+    frames = report["frames"]
+    return {
+        "server": "vobiz_async" if mode == "lib" else "bare websockets",
+        "scenario": f"{'echo' if echo else 'receive'} x{calls}",
+        "calls": calls,
+        "seconds": seconds,
+        "frames_sent": sent,
+        "frames_received": frames,
+        # Loss compares totals since connect (the measured window's edges race the
+        # 'mark' message by up to one tick, so windowed counts would not be exact).
+        "frames_lost": max(0, gen.sent - report["frames_total"]),
+        "p50_ms": percentile(latencies, 0.50),
+        "p99_ms": percentile(latencies, 0.99),
+        "echo_rtt_p50_ms": percentile(gen.round_trips, 0.50) if echo else None,
+        "echo_rtt_p99_ms": percentile(gen.round_trips, 0.99) if echo else None,
+        "cpu_us_per_frame": report["cpu_s"] / frames * 1e6 if frames else None,
+        "server_cpu_%": report["cpu_s"] / seconds * 100,
+        "latency_samples": len(latencies),
+        "median_latency_ms": statistics.median(latencies) if latencies else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--role", default="bench", choices=["bench", "server"])
+    parser.add_argument("--mode", default="lib", choices=["lib", "bare"])
+    parser.add_argument("--echo", action="store_true")
+    parser.add_argument("--uvloop", action="store_true", help="run the servers on uvloop")
+    parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument("--echo-calls", type=int, default=500)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--out", default="bench_server", help="results file name")
+    args = parser.parse_args()
+    if args.role == "server":
+        run_server(args.mode, args.echo, args.uvloop)
+        return
+    rows = []
+    for mode in ("lib", "bare"):
+        rows.append(asyncio.run(scenario(mode, args.calls, False, args.seconds, args.uvloop)))
+        rows.append(asyncio.run(scenario(mode, args.echo_calls, True, args.seconds, args.uvloop)))
+    for row in rows:
+        bare = next(
+            r for r in rows if r["server"] == "bare websockets" and r["scenario"] == row["scenario"]
+        )
+        if row["cpu_us_per_frame"] and bare["cpu_us_per_frame"]:
+            row["cpu_vs_bare"] = row["cpu_us_per_frame"] / bare["cpu_us_per_frame"]
+    print_table(
+        f"media server, {args.seconds:g} s at real time, "
+        f"loop={'uvloop' if args.uvloop else 'asyncio'}",
+        rows,
+        [
+            "server",
+            "scenario",
+            "frames_sent",
+            "frames_lost",
+            "p50_ms",
+            "p99_ms",
+            "echo_rtt_p99_ms",
+            "cpu_us_per_frame",
+            "server_cpu_%",
+            "cpu_vs_bare",
+        ],
+    )
+    write_json(args.out, {"loop": "uvloop" if args.uvloop else "asyncio", "rows": rows})
+
+
+if __name__ == "__main__":
+    main()

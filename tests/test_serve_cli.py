@@ -1,0 +1,51 @@
+"""`vobiz-async serve` as a real process: echo, recording, graceful Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+
+from vobiz_async.codec import read_wav
+from vobiz_async.testing._audio import tone
+from vobiz_async.testing._media import MediaPeer
+
+
+async def test_serve_echo_and_record_then_ctrl_c(tmp_path: Path) -> None:
+    """It prints its URL, echoes a call, writes a 2-channel WAV, and exits 0 on SIGINT."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "vobiz_async",
+        "serve",
+        "--port",
+        "0",
+        "--echo",
+        "--record",
+        str(tmp_path),
+        "--token",
+        "t0k",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(30):
+            line = (await proc.stdout.readline()).decode().strip()
+            assert line.startswith("listening on ws://127.0.0.1:")
+            url = line.removeprefix("listening on ")
+            report = await MediaPeer(
+                url + "?token=t0k", audio=tone(440, 0.5), seconds=0.6
+            ).wait_closed()
+            summary = json.loads(await proc.stdout.readline())
+    finally:
+        proc.send_signal(signal.SIGINT)
+        async with asyncio.timeout(30):
+            await proc.wait()
+    assert proc.returncode == 0
+    assert report.play_frames > 10 and report.close_code == 1000
+    assert summary["stream_id"] == report.stream_id and summary["stats"]["frames_out"] > 10
+    wav = read_wav(Path(summary["recording"]))
+    assert wav.channels == 2 and wav.sample_rate == 8000 and wav.duration > 0.4
