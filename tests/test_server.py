@@ -10,6 +10,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from tests._wire import raw_websocket, text_frame
 from vobiz_async.codec import pcm16_to_ulaw, ulaw_to_pcm16
 from vobiz_async.events import (
     AudioCleared,
@@ -526,20 +527,11 @@ async def test_fragmented_messages_and_pings_are_handled() -> None:
 
 async def test_frames_split_across_tcp_reads_are_reassembled() -> None:
     """Frames trickling in one byte at a time parse exactly as whole ones do."""
-    from websockets.frames import Frame, Opcode
 
     events: list[Event] = []
     server = await _collect_audio_server(events)
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    writer.write(
-        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
-    wire = b"".join(
-        Frame(Opcode.TEXT, text.encode()).serialize(mask=True, extensions=[])
-        for text in (START, MEDIA, MEDIA + " " * 200, MEDIA)
-    )
+    _, writer = await raw_websocket(server.port)
+    wire = b"".join(text_frame(text) for text in (START, MEDIA, MEDIA + " " * 200, MEDIA))
     for i in range(len(wire)):
         writer.write(wire[i : i + 1])
         if i % 97 == 0:
@@ -555,16 +547,10 @@ async def test_frames_split_across_tcp_reads_are_reassembled() -> None:
 
 async def test_unmasked_client_frames_fail_the_connection() -> None:
     """RFC 6455: a client frame without a mask closes the connection with 1002."""
-    from websockets.frames import Frame, Opcode
 
     server = await _collect_audio_server([])
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    writer.write(
-        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    await reader.readuntil(b"\r\n\r\n")
-    writer.write(Frame(Opcode.TEXT, START.encode()).serialize(mask=False, extensions=[]))
+    reader, writer = await raw_websocket(server.port)
+    writer.write(text_frame(START, mask=False))
     await writer.drain()
     reply = await asyncio.wait_for(reader.read(64), 5)
     assert reply[0] == 0x88 and int.from_bytes(reply[2:4], "big") == 1002  # close, 1002

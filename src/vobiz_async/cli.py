@@ -30,18 +30,6 @@ def _print_json(value: Any) -> None:
     sys.stdout.flush()
 
 
-def _parse_extra_headers(text: str | None) -> dict[str, str] | None:
-    if text is None:
-        return None
-    pairs: dict[str, str] = {}
-    for part in text.split(","):
-        key, sep, value = part.partition("=")
-        if not sep:
-            raise ValidationError("--extra-headers", f"{part!r} is not key=value")
-        pairs[key.strip()] = value.strip()
-    return pairs
-
-
 def _client(args: argparse.Namespace) -> VobizClient:
     return VobizClient(args.auth_id, args.auth_token, base_url=args.base_url)
 
@@ -57,7 +45,7 @@ async def _streams_start(args: argparse.Namespace) -> Any:
             stream_timeout=args.stream_timeout,
             status_callback_url=args.status_callback_url,
             status_callback_method=args.status_callback_method,
-            extra_headers=_parse_extra_headers(args.extra_headers),
+            extra_headers=args.extra_headers,  # validated as k=v pairs by the client
         )
         return started.to_json_dict()
 

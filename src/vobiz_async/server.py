@@ -164,6 +164,7 @@ class ServerStats:
     start_timeouts: int = 0
     idle_timeouts: int = 0
     oversized_messages: int = 0
+    events_before_start: int = 0
     handler_errors: int = 0
     malformed_frames: int = 0
     dropped_frames: int = 0
@@ -846,6 +847,9 @@ class _Connection(asyncio.Protocol):
             elif type(event) is MalformedFrame:
                 assert isinstance(event, MalformedFrame)
                 log.debug("malformed frame (%s): %s", event.reason, event.detail)
+            elif session is None:
+                # A well-formed event before any start: no session to give it to.
+                self.server.stats.events_before_start += 1
 
     def _on_start(self, started: StreamStarted) -> StreamSession | None:
         if self._signed_call is not None and started.call_id != self._signed_call:
