@@ -54,6 +54,7 @@ def test_parse_the_spec_example_and_keep_everything() -> None:
     assert cb.timestamp is not None and cb.timestamp.hour == 15 and cb.error is None
     assert cb.service_url == FIELDS["ServiceURL"] and cb.extra_headers == {"session": "abc"}
     assert cb.fields["Surprise"] == "kept" and cb.from_number == "919800000001"
+    assert cb["CallUUID"] == FIELDS["CallUUID"] and cb.get("Nope") is None
 
 
 @pytest.mark.parametrize(

@@ -139,7 +139,7 @@ async def test_iterate_follows_pages_in_both_envelopes(envelope: str) -> None:
             seen = [s.stream_id async for s in client.streams.iterate(call.call_uuid)]
             page = await client.streams.list(call.call_uuid, limit=20, offset=40)
     assert set(seen) == ids and len(seen) == 45
-    assert len(page) == 5 and page.total == 45
+    assert len(page) == 5 and page.total == 45 and page[0].stream_id in ids
 
 
 async def test_bare_object_list_envelope_is_a_list_of_one() -> None:

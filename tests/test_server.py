@@ -557,3 +557,19 @@ async def test_unmasked_client_frames_fail_the_connection() -> None:
     writer.close()
     await writer.wait_closed()
     await server.close(grace=0)
+
+
+async def test_source_address_allowlist() -> None:
+    """allow_from admits listed networks and drops everyone else before the handshake."""
+    from vobiz_async.server import VOBIZ_MEDIA_NETWORKS
+
+    async def handler(session: StreamSession) -> None:
+        await session.stop()
+
+    async with serve(handler, "127.0.0.1", 0, allow_from=["127.0.0.0/8"]) as open_server:
+        assert (await MediaPeer(open_server.url, seconds=0.2).wait_closed()).stopped
+    async with serve(handler, "127.0.0.1", 0, allow_from=VOBIZ_MEDIA_NETWORKS) as closed_server:
+        report = await MediaPeer(closed_server.url, seconds=0.2).wait_closed()
+        await asyncio.sleep(0.05)
+    assert not report.stopped and report.frames_sent == 0
+    assert closed_server.stats.rejected_ip == 1 and closed_server.stats.sessions == 0

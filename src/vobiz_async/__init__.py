@@ -56,7 +56,16 @@ from .events import (
 from .models import StartedStream, StartStreamRequest, Stream, StreamPage, StreamStatus
 from .protocol import ClearSummary, PlayoutStats, ProtocolStats, Role, State, StreamProtocol
 from .recording import CallRecorder
-from .server import Limits, MediaServer, Pacing, ServerStats, SessionStats, StreamSession, serve
+from .server import (
+    VOBIZ_MEDIA_NETWORKS,
+    Limits,
+    MediaServer,
+    Pacing,
+    ServerStats,
+    SessionStats,
+    StreamSession,
+    serve,
+)
 from .signatures import SignatureMode, validate_v2, validate_v3, verify_request
 from .tokens import sign_stream_url, verify_stream_token
 from .xml import ResponseBuilder, StreamElement, response_xml, stream_xml
@@ -64,6 +73,7 @@ from .xml import ResponseBuilder, StreamElement, response_xml, stream_xml
 __version__ = "0.1.0"
 
 __all__ = [
+    "VOBIZ_MEDIA_NETWORKS",
     "APIError",
     "AudioCleared",
     "AudioEncoding",

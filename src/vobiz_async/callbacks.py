@@ -81,6 +81,14 @@ class StreamStatusCallback(BaseModel):
     extra_headers: dict[str, str] = Field(default_factory=dict)
     fields: dict[str, str] = Field(default_factory=dict)
 
+    def __getitem__(self, name: str) -> str:
+        """A field by its wire name, as received: ``callback["CallUUID"]``."""
+        return self.fields[name]
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """A field by its wire name, or ``default``."""
+        return self.fields.get(name, default)
+
     @property
     def dedupe_key(self) -> tuple[str | None, ...]:
         """What identifies one logical callback across Vobiz's retries."""

@@ -386,3 +386,6 @@ class StreamPage(BaseModel):
 
     def __len__(self) -> int:
         return len(self.streams)
+
+    def __getitem__(self, index: int) -> Stream:
+        return self.streams[index]

@@ -451,6 +451,11 @@ class StreamProtocol:
             self._void_pending(CheckpointOutcome.CLOSED)
         return self.take_events()
 
+    def release(self) -> None:
+        """Drop buffers a closed stream no longer needs (resampler and framer state)."""
+        self._reset_outbound()
+        self._auto_raw = bytearray()
+
     def _malformed(self, reason: str, raw: str | bytes, detail: str = "") -> MalformedFrame:
         self.stats.malformed += 1
         self.stats.malformed_reasons[reason] += 1

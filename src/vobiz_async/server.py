@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import itertools
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, cast
@@ -58,6 +59,7 @@ except ImportError:  # pragma: no cover - pure-Python fallback, same result
     from websockets.utils import apply_mask
 
 __all__ = [
+    "VOBIZ_MEDIA_NETWORKS",
     "Limits",
     "MediaServer",
     "Pacing",
@@ -70,6 +72,21 @@ __all__ = [
 log = logging.getLogger("vobiz_async.server")
 Handler = Callable[["StreamSession"], Awaitable[None]]
 _FRAME_S = FRAME_MS / 1000
+RECENT_SECONDS = 120.0
+RECENT_MAX = 1024
+
+VOBIZ_MEDIA_NETWORKS = (
+    "3.110.99.6/32",
+    "65.1.145.87/32",
+    "13.234.214.51/32",
+    "13.200.197.87/32",
+    "13.202.13.57/32",
+    "18.96.230.96/28",
+    "18.96.230.112/28",
+    "18.96.230.208/29",
+    "18.96.232.168/29",
+)
+"""Where Vobiz's media fleet connects from (India; spec 4.1, "subject to change")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +173,7 @@ class ServerStats:
 
     connections: int = 0
     active_connections: int = 0
+    rejected_ip: int = 0
     sessions: int = 0
     rejected_auth: int = 0
     rejected_path: int = 0
@@ -318,9 +336,10 @@ class StreamSession:
                 return
 
     def _take(self) -> Event | None:
-        if not self._queue:
+        queue = self._queue
+        if not queue:
             return None
-        event = self._queue.popleft()
+        event = queue.popleft()
         if type(event) is AudioReceived:
             self._queued_audio_ms -= event.duration_ms
         else:
@@ -341,15 +360,22 @@ class StreamSession:
             finally:
                 self._waiter = None
 
-    def __aiter__(self) -> AsyncIterator[Event]:
-        return self._events()
+    def __aiter__(self) -> StreamSession:
+        return self
 
-    async def _events(self) -> AsyncIterator[Event]:
+    async def __anext__(self) -> Event:
+        """``async for event in session``: one coroutine per event, ends at close."""
         while True:
+            event = self._take()
+            if event is not None:
+                return event
+            if self._closed:
+                raise StopAsyncIteration
+            self._waiter = self._loop.create_future()
             try:
-                yield await self.next_event()
-            except StreamClosedError:
-                return
+                await self._waiter
+            finally:
+                self._waiter = None
 
     async def audio(self, track: str = "inbound") -> AsyncIterator[bytes]:
         """PCM16 LE of one track, frame by frame, until the stream ends.
@@ -611,7 +637,9 @@ class StreamSession:
         self._generation += 1
         self._dropped_outbound += len(self._unsent)
         self._unsent.clear()
-        self._resolve_voided(self._conn.proto.connection_closed())
+        proto = self._conn.proto
+        self._resolve_voided(proto.connection_closed())
+        proto.release()
         for future in self._checkpoints.values():
             if not future.done():
                 future.set_result(CheckpointOutcome.CLOSED)
@@ -658,12 +686,15 @@ class _Connection(asyncio.Protocol):
     # ------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement the interface without subclassing it.
-        self.transport = cast(asyncio.Transport, transport)
-        transport = self.transport
-        transport.set_write_buffer_limits(high=self.limits.write_buffer_bytes)
+        self.transport = tcp = cast(asyncio.Transport, transport)
+        tcp.set_write_buffer_limits(high=self.limits.write_buffer_bytes)
         self.server._connections.add(self)
         self.server.stats.connections += 1
         self.server.stats.active_connections += 1
+        if not self.server._address_allowed(tcp.get_extra_info("peername")):
+            self.server.stats.rejected_ip += 1
+            self._close_transport()
+            return
         self._later(10.0, self._handshake_deadline)
 
     def data_received(self, data: bytes) -> None:
@@ -876,7 +907,8 @@ class _Connection(asyncio.Protocol):
 
     def _flush(self) -> None:
         transport = self.transport
-        if transport is None:
+        if transport is None or transport.is_closing():
+            self.ws.data_to_send()  # discard: the socket is gone or going
             return
         for data in self.ws.data_to_send():
             if data:
@@ -953,9 +985,18 @@ class MediaServer:
         l16_byte_order: InboundByteOrder = "little",
         outbound_byte_order: ByteOrder = "little",
         outbound_format: AudioFormat | None = None,
+        allow_from: Sequence[str] | None = None,
     ) -> None:
         if token is not None and not token:
             raise ValidationError("token", "must not be empty")
+        try:
+            self.allow_from = (
+                tuple(ipaddress.ip_network(net, strict=False) for net in allow_from)
+                if allow_from is not None
+                else None
+            )
+        except ValueError as exc:
+            raise ValidationError("allow_from", str(exc)) from None
         self.handler = handler
         self.host = host
         self.port = port
@@ -975,7 +1016,7 @@ class MediaServer:
         self._stream_waiters: dict[str, list[asyncio.Future[StreamSession]]] = {}
         self._call_waiters: dict[str, list[asyncio.Future[StreamSession]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._recent: dict[str, StreamSession] = {}
+        self._recent: dict[str, tuple[float, StreamSession]] = {}
         self._all_closed = asyncio.Event()
         self._closing = False
 
@@ -1014,6 +1055,15 @@ class MediaServer:
         """The sessions currently open."""
         return list(self._by_stream.values())
 
+    def _address_allowed(self, peer: Any) -> bool:
+        if self.allow_from is None:
+            return True
+        try:
+            address = ipaddress.ip_address(peer[0])
+        except (TypeError, ValueError, IndexError):
+            return False
+        return any(address in network for network in self.allow_from)
+
     def _path_matches(self, path: str) -> bool:
         if self.path == "/":
             return True
@@ -1043,14 +1093,23 @@ class MediaServer:
             del self._by_stream[session.stream_id]
         if self._by_call.get(session.call_id) is session:
             del self._by_call[session.call_id]
-        # Callbacks like DroppedStream arrive after the socket closed: remember a few.
-        self._recent[session.stream_id] = session
-        while len(self._recent) > 1024:
-            self._recent.pop(next(iter(self._recent)))
+        # Callbacks like DroppedStream arrive after the socket closed: remember closed
+        # sessions for RECENT_SECONDS (at most RECENT_MAX of them) to route those.
+        now = self.loop.time()
+        self._recent[session.stream_id] = (now, session)
+        while self._recent:
+            oldest, (closed_at, _) = next(iter(self._recent.items()))
+            if len(self._recent) <= RECENT_MAX and now - closed_at <= RECENT_SECONDS:
+                break
+            del self._recent[oldest]
 
     def get_session(self, stream_id: str) -> StreamSession | None:
-        """The session of a stream: open, or among the last 1024 closed ones."""
-        return self._by_stream.get(stream_id) or self._recent.get(stream_id)
+        """The session of a stream: open, or closed within the last two minutes."""
+        session = self._by_stream.get(stream_id)
+        if session is not None:
+            return session
+        recent = self._recent.get(stream_id)
+        return recent[1] if recent is not None else None
 
     async def wait_for_session(
         self, stream_id: str, *, timeout: float | None = 10.0
@@ -1159,6 +1218,7 @@ def serve(
     l16_byte_order: InboundByteOrder = "little",
     outbound_byte_order: ByteOrder = "little",
     outbound_format: AudioFormat | None = None,
+    allow_from: Sequence[str] | None = None,
 ) -> MediaServer:
     """Create the media server; ``async with serve(...) as server`` (or ``await serve(...)``).
 
@@ -1173,6 +1233,9 @@ def serve(
         l16_byte_order: inbound L16 order: ``"little"`` (default), ``"big"`` or ``"auto"``.
         outbound_byte_order: L16 order of audio we send (default ``"little"``).
         outbound_format: format of ``playAudio`` (default: the stream's inbound format).
+        allow_from: accept connections only from these networks (CIDR strings), e.g.
+            ``VOBIZ_MEDIA_NETWORKS`` plus your own test hosts; others are dropped at
+            once. Behind a TLS proxy the peer is the proxy: filter there instead.
     """
     return MediaServer(
         handler,
@@ -1185,4 +1248,5 @@ def serve(
         l16_byte_order=l16_byte_order,
         outbound_byte_order=outbound_byte_order,
         outbound_format=outbound_format,
+        allow_from=allow_from,
     )

@@ -96,6 +96,9 @@ class MediaPeer:
             ``StopStream`` when the application stopped the stream, or
             ``DroppedStream`` when its side of the socket went away); the emulator
             turns them into status callbacks.
+        record: keep what the caller said and heard (:attr:`caller_pcm`,
+            :attr:`heard_pcm`); about 64 KB a second per call at 16 kHz, so long soaks
+            turn it off.
     """
 
     def __init__(
@@ -115,9 +118,11 @@ class MediaPeer:
         bidirectional: bool = True,
         extra_headers: str = "{}",
         listener: Callable[[str, dict[str, str]], None] | None = None,
+        record: bool = True,
     ) -> None:
         self.url = url
         self.listener = listener
+        self.record = record
         self.hung_up = False
         self.format = AudioFormat.parse(content_type)
         self.shape: Literal["nested", "flat"] = shape
@@ -150,6 +155,7 @@ class MediaPeer:
         self.started = asyncio.Event()
         self._timed_out = False
         self.events: list[object] = []
+        """Commands received other than ``playAudio`` (checkpoints, clears, stop, junk)."""
 
     # ------------------------------------------------------------------ results
     @property
@@ -272,7 +278,8 @@ class MediaPeer:
             offset = tick * self._frame_pcm
             pcm = self._audio[offset : offset + self._frame_pcm] or silence
             pcm = pcm + silence[len(pcm) :]
-            self._caller += pcm
+            if self.record:
+                self._caller += pcm
             self._advance_playout()
             if time.monotonic() >= self._stall_until:
                 timestamp = int(time.time() * 1000)
@@ -311,7 +318,8 @@ class MediaPeer:
         self._queued_bytes -= len(out)
         if out:
             self.report.heard_ms += len(out) / (2 * self.format.sample_rate) * 1000
-        self._heard += out + bytes(need - len(out))
+        if self.record:
+            self._heard += out + bytes(need - len(out))
 
     def _notify_end(self) -> None:
         if self.report.stopped:
@@ -339,7 +347,8 @@ class MediaPeer:
         async for message in ws:
             self.report.frames_received += 1
             for event in self.proto.receive(message):
-                self.events.append(event)
+                if not isinstance(event, PlayAudio):
+                    self.events.append(event)  # audio itself is in heard_pcm
                 if isinstance(event, PlayAudio):
                     self.report.play_frames += 1
                     if not self.bidirectional:
