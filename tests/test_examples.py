@@ -54,3 +54,14 @@ async def test_demo_runs_and_reports(tmp_path: Path) -> None:
     assert wav.channels == 2 and wav.sample_rate == 16000
     assert wav.mono()[: len(caller_script()) // 4] == caller_script()[: len(caller_script()) // 4]
     assert json.loads((tmp_path / "report.json").read_text())["checkpoints"] == report.checkpoints
+
+
+def test_readme_quickstart_runs(tmp_path: Path) -> None:
+    """The README's first Python block is a complete program that runs as printed."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    script = tmp_path / "quickstart.py"
+    script.write_text(code)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "greeting: played" in done.stdout and "heard 150 frames, 0 dropped" in done.stdout
