@@ -12,6 +12,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests._wire import raw_websocket, text_frame
 from vobiz_async.codec import pcm16_to_ulaw, ulaw_to_pcm16
+from vobiz_async.errors import StreamClosedError
 from vobiz_async.events import (
     AudioCleared,
     AudioReceived,
@@ -439,6 +440,8 @@ async def test_cleared_audio_event_is_delivered() -> None:
         await session.clear()
         await session.stop()
         events.extend([e async for e in session])
+        with pytest.raises(StreamClosedError):
+            await session.next_event()  # closed and drained
 
     async with serve(handler, "127.0.0.1", 0) as server:
         await MediaPeer(server.url, seconds=5.0, hangup_when_done=False).wait_closed()

@@ -348,17 +348,10 @@ class StreamSession:
 
     async def next_event(self) -> Event:
         """The next event; raises ``StreamClosedError`` once closed and drained."""
-        while True:
-            event = self._take()
-            if event is not None:
-                return event
-            if self._closed:
-                raise StreamClosedError(f"stream {self.stream_id} is closed")
-            self._waiter = self._loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+        try:
+            return await self.__anext__()
+        except StopAsyncIteration:
+            raise StreamClosedError(f"stream {self.stream_id} is closed") from None
 
     def __aiter__(self) -> StreamSession:
         return self
