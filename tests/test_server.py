@@ -576,3 +576,18 @@ async def test_source_address_allowlist() -> None:
         await asyncio.sleep(0.05)
     assert not report.stopped and report.frames_sent == 0
     assert closed_server.stats.rejected_ip == 1 and closed_server.stats.sessions == 0
+
+
+async def test_immediate_shutdown_with_open_sessions() -> None:
+    """close(grace=0) with calls in flight closes them at once, cleanly (no warnings)."""
+
+    async def handler(session: StreamSession) -> None:
+        await session.wait_closed()
+
+    server = await serve(handler, "127.0.0.1", 0)
+    peer = MediaPeer(server.url, seconds=30)
+    peer.start()
+    await server.wait_for_call(peer.call_id)
+    await server.close(grace=0)
+    report = await asyncio.wait_for(peer.wait_closed(), 10)
+    assert report.close_code == 1001 and not server.sessions

@@ -1173,11 +1173,11 @@ class MediaServer:
         self._closing = True
         if self._server is not None:
             self._server.close()
-        pending = [s.wait_closed() for s in self.sessions]
-        if pending and grace > 0:
+        sessions = self.sessions
+        if sessions and grace > 0:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(grace):
-                    await asyncio.gather(*pending)
+                    await asyncio.gather(*(s.wait_closed() for s in sessions))
         for conn in list(self._connections):
             conn.close(1001, "server shutting down")
         for task in list(self._tasks):
