@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests._strategies import json_values
 from vobiz_async.codec import AudioEncoding, AudioFormat, pcm16_to_ulaw, ulaw_to_pcm16
 from vobiz_async.errors import LocalProtocolError, ValidationError
 from vobiz_async.events import (
@@ -282,18 +283,7 @@ def test_arbitrary_input_yields_only_documented_events(frame: str | bytes) -> No
 
 @settings(max_examples=200)
 @given(
-    st.recursive(
-        st.none()
-        | st.booleans()
-        | st.integers()
-        | st.floats(allow_nan=False)
-        | st.text(max_size=20),
-        lambda children: (
-            st.lists(children, max_size=4)
-            | st.dictionaries(st.text(max_size=10), children, max_size=4)
-        ),
-        max_leaves=20,
-    ),
+    json_values(),
     st.sampled_from(
         ["media", "start", "playedStream", "clearedAudio", "dtmf", "stop", "playAudio"]
     ),

@@ -593,6 +593,9 @@ class StreamSession:
     # ------------------------------------------------------------- protocol events
     def _on_event(self, event: Event) -> None:
         kind = type(event)
+        if kind is AudioReceived:  # the common case: 50 a second
+            self._deliver(event)
+            return
         if kind is PlaybackCheckpointReached:
             assert isinstance(event, PlaybackCheckpointReached)
             future = self._checkpoints.pop(event.name, None)
