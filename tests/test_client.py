@@ -255,6 +255,10 @@ async def test_client_lifecycle_repr_and_environment(
     monkeypatch.delenv("VOBIZ_AUTH_TOKEN")
     with pytest.raises(ValidationError):
         VobizClient()
+    plain = VobizClient("MA_X", "t", timeout=2.5, retry=1)
+    assert plain.timeout == Timeouts(connect=2.5, total=2.5) and plain.retry.attempts == 1
+    with pytest.raises(ValidationError):
+        VobizClient("MA_X", "t", timeout=0)
 
 
 async def test_a_callers_session_is_used_and_left_open(fake: FakeVobiz) -> None:

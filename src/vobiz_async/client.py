@@ -125,6 +125,26 @@ def _retry_after(headers: Mapping[str, str], body: Any) -> float | None:
     return None
 
 
+def _timeouts(value: Timeouts | float | None) -> Timeouts:
+    if value is None:
+        return Timeouts()
+    if isinstance(value, Timeouts):
+        return value
+    if isinstance(value, bool) or value <= 0:
+        raise ValidationError("timeout", "must be positive seconds or a Timeouts value")
+    return Timeouts(connect=min(5.0, float(value)), total=float(value))
+
+
+def _retry_policy(value: RetryPolicy | int | None) -> RetryPolicy:
+    if value is None:
+        return RetryPolicy()
+    if isinstance(value, RetryPolicy):
+        return value
+    if isinstance(value, bool) or value < 1:
+        raise ValidationError("retry", "attempts must be at least 1, or a RetryPolicy value")
+    return RetryPolicy(attempts=value)
+
+
 def _error_from(resp: _Response, method: str, url: str) -> APIError:
     """Build the typed error for a non-2xx answer; reads both error body shapes."""
     body = resp.body if isinstance(resp.body, dict) else {"raw": resp.body}
@@ -169,8 +189,9 @@ class VobizClient:
             ``repr()`` or logs.
         base_url: default ``VOBIZ_BASE_URL``, then ``https://api.vobiz.ai``. A URL
             already ending in ``/api/v1`` is accepted as is.
-        timeout: a :class:`Timeouts` value.
-        retry: a :class:`RetryPolicy` value.
+        timeout: a :class:`Timeouts` value, or seconds for the whole request (the
+            connect timeout is then the smaller of 5 s and that).
+        retry: a :class:`RetryPolicy` value, or the number of attempts (1: no retries).
         session: an ``aiohttp.ClientSession`` to use; it is not closed by the client.
 
     Raises:
@@ -183,8 +204,8 @@ class VobizClient:
         auth_token: str | None = None,
         *,
         base_url: str | None = None,
-        timeout: Timeouts | None = None,
-        retry: RetryPolicy | None = None,
+        timeout: Timeouts | float | None = None,
+        retry: RetryPolicy | int | None = None,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
         auth_id = auth_id or os.environ.get("VOBIZ_AUTH_ID")
@@ -197,8 +218,8 @@ class VobizClient:
         self._auth_token = auth_token
         root = (base_url or os.environ.get("VOBIZ_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
         self.base_url = root if root.endswith("/api/v1") else root + "/api/v1"
-        self.timeout = timeout or Timeouts()
-        self.retry = retry or RetryPolicy()
+        self.timeout = _timeouts(timeout)
+        self.retry = _retry_policy(retry)
         self._session = session
         self._owns_session = session is None
         self._closed = False
