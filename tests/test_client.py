@@ -176,6 +176,17 @@ async def test_get_is_retried_on_5xx_then_succeeds(fake: FakeVobiz) -> None:
     assert [r.method for r in fake.requests] == ["POST", "GET", "GET", "GET"]
 
 
+async def test_retry_statuses_decide_what_is_retried(fake: FakeVobiz) -> None:
+    """A status outside RetryPolicy.retry_statuses is raised at once, not retryable."""
+    call = fake.call()
+    fake.inject(503, count=5, method="GET")
+    retry = RetryPolicy(base_delay=0.001, retry_statuses=frozenset({429}))
+    async with fake.client(retry=retry) as client:
+        with pytest.raises(ServerError) as info:
+            await client.streams.get(call.call_uuid, "x")
+    assert not info.value.retryable and len(fake.requests) == 1
+
+
 async def test_429_honours_retry_after_even_on_post(fake: FakeVobiz) -> None:
     """A rate-limited start created nothing, so it is retried after Retry-After."""
     call = fake.call()

@@ -78,7 +78,8 @@ class RetryPolicy:
         base_delay, max_delay: the exponential backoff, in seconds.
         jitter: random extra fraction of each delay.
         max_retry_after: the longest Retry-After honoured, in seconds.
-        retry_statuses: statuses that may succeed if repeated.
+        retry_statuses: statuses that may succeed if repeated (429 and every 5xx by
+            default); an error's ``retryable`` says whether its status is in this set.
     """
 
     attempts: int = 4
@@ -87,7 +88,7 @@ class RetryPolicy:
     jitter: float = 0.5
     max_retry_after: float = 30.0
     retry_statuses: frozenset[int] = field(
-        default_factory=lambda: frozenset({429, 500, 502, 503, 504})
+        default_factory=lambda: frozenset({429, *range(500, 600)})
     )
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
@@ -145,7 +146,7 @@ def _retry_policy(value: RetryPolicy | int | None) -> RetryPolicy:
     return RetryPolicy(attempts=value)
 
 
-def _error_from(resp: _Response, method: str, url: str) -> APIError:
+def _error_from(resp: _Response, method: str, url: str, retry_statuses: frozenset[int]) -> APIError:
     """Build the typed error for a non-2xx answer; reads both error body shapes."""
     body = resp.body if isinstance(resp.body, dict) else {"raw": resp.body}
     error = body.get("error")
@@ -175,8 +176,7 @@ def _error_from(resp: _Response, method: str, url: str) -> APIError:
     }
     if cls is RateLimitError:
         kwargs["retry_after"] = _retry_after(resp.headers, body)
-    if cls is APIError and resp.status >= 500:
-        kwargs["retryable"] = True
+    kwargs["retryable"] = resp.status in retry_statuses
     return cls(resp.status, message, **kwargs)
 
 
@@ -326,7 +326,7 @@ class VobizClient:
                 log.debug("%s %s -> %s (try %d)", method, path, resp.status, attempt + 1)
                 if 200 <= resp.status < 300:
                     return resp
-                failure = _error_from(resp, method, url)
+                failure = _error_from(resp, method, url, policy.retry_statuses)
             allowed = retry or isinstance(failure, RateLimitError)
             retry_after = failure.retry_after if isinstance(failure, RateLimitError) else None
             attempt += 1
