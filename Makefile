@@ -18,11 +18,11 @@ demo: $(STAMP)
 	$(BIN)/vobiz-async demo --out demo-output
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks examples
-	$(BIN)/ruff format --check src tests examples benchmarks
+	$(BIN)/ruff check vobiz_async tests benchmarks examples
+	$(BIN)/ruff format --check vobiz_async tests examples benchmarks
 
 typecheck: $(STAMP)
-	$(BIN)/mypy src tests benchmarks $(wildcard examples/*.py)
+	$(BIN)/mypy vobiz_async tests benchmarks $(wildcard examples/*.py)
 
 unit: $(STAMP)
 	PYTHONASYNCIODEBUG=1 $(BIN)/pytest -q
