@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit coverage bench soak clean
+.PHONY: demo test lint typecheck unit coverage bench soak clean test-matrix
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,4 +42,21 @@ soak: $(STAMP)
 	$(BIN)/python benchmarks/soak.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache demo-output
+	rm -rf $(VENV) .venv-3.* .mypy_cache .pytest_cache .ruff_cache demo-output
+
+# The suite on every Python the package claims (3.11, 3.12, 3.13) that this machine has:
+# a plain `pythonX.Y` on PATH, or a pyenv build. Each gets its own venv (.venv-X.Y).
+MATRIX ?= 3.11 3.12 3.13
+test-matrix:
+	@found=0; for v in $(MATRIX); do \
+	  py=""; \
+	  for cand in $$(command -v python$$v) $$(ls -d $$HOME/.pyenv/versions/$$v*/bin/python$$v 2>/dev/null); do \
+	    if "$$cand" -c 'import sys' >/dev/null 2>&1; then py=$$cand; break; fi; \
+	  done; \
+	  if [ -z "$$py" ]; then echo "test-matrix: Python $$v not found, skipped"; continue; fi; \
+	  found=$$((found+1)); echo "test-matrix: Python $$v ($$py)"; \
+	  if [ ! -x .venv-$$v/bin/python ]; then "$$py" -m venv .venv-$$v && .venv-$$v/bin/python -m pip install --quiet --upgrade pip; fi; \
+	  .venv-$$v/bin/python -m pip install --quiet -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true; \
+	  PYTHONASYNCIODEBUG=1 .venv-$$v/bin/python -m pytest -q -p no:cacheprovider || exit 1; \
+	done; \
+	if [ $$found -eq 0 ]; then echo "test-matrix: no interpreter found"; exit 1; fi
