@@ -239,15 +239,17 @@ def test_sequence_gaps_are_counted() -> None:
         ('{"event":"media","media":{"payload":"AAAA"}}', "odd-length"),
         ('{"event":"start","start":{"streamId":"x"}}', "bad-start"),
         ('{"event":"playedStream"}', "missing-field"),
-        ("[" * 5000 + "]" * 5000, "invalid-json"),
+        # Python 3.11 runs out of recursion depth (invalid-json); 3.12+ parse it as a
+        # list (not-an-object). Either way it is refused and counted.
+        ("[" * 5000 + "]" * 5000, "invalid-json|not-an-object"),
     ],
 )
 def test_malformed_frames_are_events_not_exceptions(frame: str | bytes, reason: str) -> None:
     """Each kind of bad frame yields a MalformedFrame, is counted, and the stream goes on."""
     proto = started("audio/x-l16", 8000)
     [event] = proto.receive(frame)
-    assert isinstance(event, MalformedFrame) and event.reason == reason
-    assert proto.stats.malformed == 1 and proto.stats.malformed_reasons[reason] == 1
+    assert isinstance(event, MalformedFrame) and event.reason in reason.split("|")
+    assert proto.stats.malformed == 1 and proto.stats.malformed_reasons[event.reason] == 1
     assert proto.state is State.STREAMING
     [ok] = proto.receive(media_frame(b"\x00\x00"))
     assert isinstance(ok, AudioReceived)
