@@ -52,7 +52,7 @@ from __future__ import annotations
 import binascii
 import enum
 from array import array
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from typing import Literal
@@ -73,6 +73,7 @@ from .codec import (
 )
 from .errors import CodecError, LocalProtocolError, ValidationError
 from .events import (
+    AudioCleared,
     AudioReceived,
     ByteOrderDetected,
     Checkpoint,
@@ -100,6 +101,7 @@ __all__ = [
 
 InboundByteOrder = Literal["little", "big", "auto"]
 _DEFAULT_FORMAT = wire.DEFAULT_FORMAT
+_FRAME_S = FRAME_MS / 1000
 
 
 class Role(enum.StrEnum):
@@ -131,6 +133,7 @@ class ProtocolStats:
     sequence_gaps: int = 0
     restarts: int = 0
     missing_stream_id: int = 0
+    dropped_outbound: int = 0
 
 
 @dataclass(slots=True)
@@ -143,12 +146,18 @@ class PlayoutStats:
         cleared_ms: unconfirmed audio outstanding when we sent ``clearAudio``: an upper
             bound on what Vobiz discarded (some of it may have played before the clear).
         utterance_ms: audio sent since the last checkpoint or clear.
+        checkpoint_latency_ms: per played checkpoint, how long after our estimate of
+            its playout end the acknowledgement arrived (the last 1,000).
+        clear_round_trip_ms: per ``clearAudio``, the time until ``clearedAudio``
+            arrived (the last 1,000).
     """
 
     sent_ms: float = 0.0
     played_ms: float = 0.0
     cleared_ms: float = 0.0
     utterance_ms: float = 0.0
+    checkpoint_latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
+    clear_round_trip_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
 
     @property
     def pending_ms(self) -> float:
@@ -188,11 +197,23 @@ def _score_smoothness(raw: bytes) -> tuple[float, float]:
 
 
 class _Pending:
-    __slots__ = ("name", "sent_ms")
+    """A checkpoint we queued; ``due`` is when its audio should have played (set when
+    it goes out), to measure how late the acknowledgement comes."""
 
-    def __init__(self, name: str, sent_ms: float) -> None:
+    __slots__ = ("due", "name", "sent_ms")
+
+    def __init__(self, name: str) -> None:
         self.name = name
-        self.sent_ms = sent_ms
+        self.sent_ms = 0.0
+        self.due: float | None = None
+
+
+class _QueuedCheckpoint:
+    __slots__ = ("frame", "name")
+
+    def __init__(self, name: str, frame: str) -> None:
+        self.name = name
+        self.frame = frame
 
 
 class StreamProtocol:
@@ -207,6 +228,8 @@ class StreamProtocol:
             format from ``start`` (always accepted; the newest docs allow others,
             e.g. L16 24 kHz, spec 4.4.1).
         auto_detect_ms: audio to look at before deciding the byte order in ``"auto"``.
+        lead_ms: audio kept queued at Vobiz ahead of the playout point by
+            :meth:`frames_due` (the pacing lead, see ``Pacing.lead_ms``).
 
     Raises:
         ValidationError: an unknown byte order.
@@ -220,6 +243,7 @@ class StreamProtocol:
         outbound_byte_order: ByteOrder = "little",
         outbound_format: AudioFormat | None = None,
         auto_detect_ms: int = 500,
+        lead_ms: float = 200.0,
     ) -> None:
         if l16_byte_order not in ("little", "big", "auto"):
             raise ValidationError("l16_byte_order", "must be 'little', 'big' or 'auto'")
@@ -246,6 +270,11 @@ class StreamProtocol:
         self._resamplers: dict[int, Resampler] = {}
         self._utterance_started: float | None = None
         self._play_prefix = ""
+        self._lead = lead_ms / 1000
+        self._queue: deque[str | _QueuedCheckpoint] = deque()
+        self._queued_audio = 0
+        self._playout_end = 0.0
+        self._clear_sent_at: float | None = None
         self._stream_id_json = ""
         # Vobiz role counters
         self._seq_out = 0
@@ -272,24 +301,27 @@ class StreamProtocol:
         events, self._outbox = self._outbox, []
         return events
 
-    def receive(self, frame: str | bytes) -> list[Event]:
+    def receive(self, frame: str | bytes, *, now: float | None = None) -> list[Event]:
         """Parse one WebSocket message into events. Never raises for peer input.
 
         Args:
             frame: a text frame (``str``). A binary frame (``bytes``) is reported as
                 malformed: Vobiz sends text frames only.
+            now: the current time, to measure acknowledgement latencies (optional).
 
         Returns:
             Queued protocol events first, then the events of this frame.
         """
-        return self._receive(frame, binary=not isinstance(frame, str))
+        return self._receive(frame, not isinstance(frame, str), now)
 
-    def receive_text(self, data: bytes | bytearray | memoryview) -> list[Event]:
+    def receive_text(
+        self, data: bytes | bytearray | memoryview, *, now: float | None = None
+    ) -> list[Event]:
         """Like :meth:`receive` for a text frame still in UTF-8 (no decode/encode round
         trip in the I/O layer; invalid UTF-8 is reported as ``invalid-json``)."""
-        return self._receive(bytes(data), binary=False)
+        return self._receive(bytes(data), False, now)
 
-    def _receive(self, frame: str | bytes, *, binary: bool) -> list[Event]:
+    def _receive(self, frame: str | bytes, binary: bool, now: float | None) -> list[Event]:
         self.stats.frames_in += 1
         events: list[Event] = self.take_events() if self._outbox else []
         if self.role is Role.APP:
@@ -301,12 +333,12 @@ class StreamProtocol:
                     return events
             parsed, seq = wire.parse_inbound(frame, binary=binary)
             self._track_sequence(seq)
-            self._apply(parsed, frame, events)
+            self._apply(parsed, frame, events, now)
         else:
             command, seq = wire.parse_command(frame, binary=binary)
             self._track_sequence(seq)
             if type(command) is MalformedFrame or type(command) is UnknownEvent:
-                self._apply(command, frame, events)
+                self._apply(command, frame, events, None)
             else:
                 assert not isinstance(command, (MalformedFrame, UnknownEvent))
                 if not command.stream_id:
@@ -316,7 +348,9 @@ class StreamProtocol:
                 events.append(command)
         return events
 
-    def _apply(self, parsed: wire.Inbound, frame: str | bytes, events: list[Event]) -> None:
+    def _apply(
+        self, parsed: wire.Inbound, frame: str | bytes, events: list[Event], now: float | None
+    ) -> None:
         """Fold one parsed inbound message into the stream's state."""
         kind = type(parsed)
         if kind is MalformedFrame:
@@ -335,8 +369,11 @@ class StreamProtocol:
             events.extend(self._on_start(parsed))
         elif kind is PlaybackCheckpointReached:
             assert isinstance(parsed, PlaybackCheckpointReached)
-            events.append(self._on_played(parsed))
-        else:  # AudioCleared, DtmfReceived, StreamStopped: nothing to track
+            events.append(self._on_played(parsed, now))
+        else:  # AudioCleared, DtmfReceived, StreamStopped
+            if kind is AudioCleared and self._clear_sent_at is not None and now is not None:
+                self.playout.clear_round_trip_ms.append((now - self._clear_sent_at) * 1000)
+                self._clear_sent_at = None
             events.append(parsed)  # type: ignore[arg-type]
 
     def _track_sequence(self, seq: int | None) -> None:
@@ -349,6 +386,7 @@ class StreamProtocol:
 
     def connection_closed(self) -> list[Event]:
         """Record that the socket closed; resolves pending checkpoints as ``closed``."""
+        self._drop_queued()
         if self.state is not State.CLOSED:
             self.state = State.CLOSED
             self._void_pending(CheckpointOutcome.CLOSED)
@@ -389,6 +427,7 @@ class StreamProtocol:
         if self.started is not None:
             # A reconnect (maxRetries) on the same object: new stream id, fresh state.
             self.stats.restarts += 1
+            self._drop_queued()
             self._void_pending(CheckpointOutcome.CLOSED)
             events.extend(self.take_events())
             self._reset_outbound()
@@ -483,15 +522,26 @@ class StreamProtocol:
         self._auto_raw = bytearray()
         return ByteOrderDetected(order, little, big)
 
-    def _on_played(self, played: PlaybackCheckpointReached) -> PlaybackCheckpointReached:
+    def _on_played(
+        self, played: PlaybackCheckpointReached, now: float | None
+    ) -> PlaybackCheckpointReached:
         pending = self._pending.pop(played.name, None)
         if pending is None:
             return replace(played, matched=False)
         # Checkpoints play in order: everything sent up to this one has played.
         self.playout.played_ms = max(self.playout.played_ms, pending.sent_ms)
+        if now is not None and pending.due is not None:
+            self.playout.checkpoint_latency_ms.append(max(0.0, (now - pending.due) * 1000))
         return played
 
     # -------------------------------------------------------------------- app: outbound
+    #
+    # The protocol owns every frame we send until it is on the wire. play() and
+    # checkpoint() queue frames; the shell asks frames_due(now) for what may go out now,
+    # which keeps about ``lead_ms`` of audio queued at Vobiz ahead of the playout point
+    # (deadline-based, no drift). A frame counts as sent when frames_due() hands it out;
+    # clear() and stop() drop what is still queued (counted in stats.dropped_outbound).
+
     def _reset_outbound(self) -> None:
         self._framer = None
         self._resamplers.clear()
@@ -511,39 +561,46 @@ class StreamProtocol:
             return pcm16_to_ulaw(pcm)
         return pcm16_to_l16(pcm, self._out_order)
 
-    def _frames(self, encoded_frames: list[bytes], now: float | None) -> list[str]:
-        if not encoded_frames:
-            return []
-        if self._utterance_started is None:
-            self._utterance_started = now
+    def _enqueue(self, encoded_frames: list[bytes]) -> int:
         prefix, suffix = self._play_prefix, wire.PLAY_AUDIO_SUFFIX
-        out = [
-            prefix + binascii.b2a_base64(f, newline=False).decode("ascii") + suffix
-            for f in encoded_frames
-        ]
-        sent = FRAME_MS * len(out)
-        self.playout.sent_ms += sent
-        self.playout.utterance_ms += sent
-        self.stats.frames_out += len(out)
-        return out
+        b64 = binascii.b2a_base64
+        self._queue.extend(
+            prefix + b64(f, newline=False).decode("ascii") + suffix for f in encoded_frames
+        )
+        self._queued_audio += len(encoded_frames)
+        return len(encoded_frames)
 
-    def play(
-        self, pcm: bytes, sample_rate: int | None = None, *, now: float | None = None
-    ) -> list[str]:
-        """Turn PCM into paced-size ``playAudio`` frames (exact 20 ms each).
+    @property
+    def queued_ms(self) -> float:
+        """Audio queued here, not yet handed to the wire."""
+        return FRAME_MS * self._queued_audio
+
+    @property
+    def has_queued(self) -> bool:
+        """Whether any frame (audio or checkpoint) waits in the outbound queue."""
+        return bool(self._queue)
+
+    @property
+    def playout_end(self) -> float:
+        """Our estimate of when the audio already sent finishes playing at Vobiz
+        (the same clock as ``now``)."""
+        return self._playout_end
+
+    def play(self, pcm: bytes, sample_rate: int | None = None, *, now: float = 0.0) -> int:
+        """Queue PCM as exact 20 ms ``playAudio`` frames.
 
         PCM at 8, 16 or 24 kHz is resampled to the outbound format when needed (the
         resampler keeps its state across calls of one utterance), encoded, and cut into
         20 ms frames; a partial frame waits for the next call, :meth:`flush_audio` or
-        :meth:`checkpoint`.
+        :meth:`checkpoint`. Nothing is sent here: see :meth:`frames_due`.
 
         Args:
             pcm: signed 16-bit little-endian mono.
             sample_rate: the PCM's rate; default the outbound rate.
-            now: the current time in seconds, for the heard-audio estimate of a clear.
+            now: the current time in seconds.
 
         Returns:
-            JSON text frames to send, in order.
+            How many frames were queued.
 
         Raises:
             LocalProtocolError: before ``start``, after close, or in the Vobiz role.
@@ -561,9 +618,9 @@ class StreamProtocol:
             if resampler is None:
                 resampler = self._resamplers[rate] = Resampler(rate, fmt.sample_rate)
             pcm = resampler.process(pcm)
-        return self._frames(framer.push(self._encode(pcm, fmt)), now)
+        return self._enqueue(framer.push(self._encode(pcm, fmt)))
 
-    def play_encoded(self, payload: bytes, *, now: float | None = None) -> list[str]:
+    def play_encoded(self, payload: bytes, *, now: float = 0.0) -> int:
         """Like :meth:`play` for audio already in the outbound format (its encoding,
         rate and L16 byte order): framed as is, with no decode/encode round trip.
         Useful for a TTS that outputs mu-law 8 kHz, or to echo ``AudioReceived.payload``
@@ -577,11 +634,11 @@ class StreamProtocol:
         fmt, framer = self._outbound()
         if fmt.encoding is AudioEncoding.L16 and len(payload) & 1:
             raise CodecError(f"L16 needs an even number of bytes, got {len(payload)}")
-        return self._frames(framer.push(payload), now)
+        return self._enqueue(framer.push(payload))
 
-    def flush_audio(self, *, now: float | None = None) -> list[str]:
-        """Send what ``play`` is holding back: resampler tail and the last partial frame
-        padded with silence. Returns the frames (possibly none)."""
+    def flush_audio(self, *, now: float = 0.0) -> int:
+        """Queue what ``play`` is holding back: resampler tail and the last partial frame
+        padded with silence. Returns how many frames were queued (possibly none)."""
         self._require_streaming(Role.APP)
         fmt, framer = self._outbound()
         frames: list[bytes] = []
@@ -590,28 +647,13 @@ class StreamProtocol:
         last = framer.flush()
         if last is not None:
             frames.append(last)
-        return self._frames(frames, now)
+        return self._enqueue(frames)
 
-    def discard_unsent(self, frames: int) -> None:
-        """Tell the protocol that the I/O layer dropped ``frames`` ``playAudio`` frames it
-        got from :meth:`play` without sending them (a clear or a close came first), so
-        the playout accounting only counts audio that reached the wire. Call it before
-        :meth:`clear`."""
-        if frames <= 0:
-            return
-        ms = FRAME_MS * frames
-        self.playout.sent_ms = max(0.0, self.playout.sent_ms - ms)
-        self.playout.utterance_ms = max(0.0, self.playout.utterance_ms - ms)
-        self.stats.frames_out -= frames
-
-    def checkpoint(self, name: str, *, now: float | None = None) -> list[str]:
-        """End an utterance: flush held-back audio, then send a ``checkpoint``.
+    def checkpoint(self, name: str, *, now: float = 0.0) -> None:
+        """End an utterance: flush held-back audio, then queue a ``checkpoint``.
 
         Args:
             name: unique among pending checkpoints (a name is how Vobiz acknowledges).
-
-        Returns:
-            The frames to send: any flushed ``playAudio`` frames, then the checkpoint.
 
         Raises:
             LocalProtocolError: not streaming, or a checkpoint of that name is pending.
@@ -622,23 +664,87 @@ class StreamProtocol:
             raise ValidationError("name", "a checkpoint needs a non-empty name")
         if name in self._pending:
             raise LocalProtocolError(f"checkpoint {name!r} is already pending")
-        frames = self.flush_audio(now=now)
-        self._pending[name] = _Pending(name, self.playout.sent_ms)
-        self.playout.utterance_ms = 0.0
-        self._utterance_started = None
-        frames.append(self._emit(wire.serialize(Checkpoint(stream_id, name))))
-        return frames
+        self.flush_audio(now=now)
+        self._pending[name] = _Pending(name)
+        self._queue.append(_QueuedCheckpoint(name, wire.serialize(Checkpoint(stream_id, name))))
 
-    def clear(self, *, now: float | None = None) -> list[str]:
-        """Barge-in: drop our held-back audio, void pending checkpoints, send ``clearAudio``.
+    def frames_due(self, now: float, max_frames: int | None = None) -> list[str]:
+        """The queued frames that may go out at ``now``, in order; they count as sent.
+
+        Audio goes out while less than ``lead_ms`` of it is queued at Vobiz ahead of
+        the playout point (the first ``lead_ms`` of an utterance at once, then one
+        frame per 20 ms); a checkpoint goes out as soon as the audio before it has.
+
+        Args:
+            now: the current time (seconds, the clock ``play``/``clear`` are given).
+            max_frames: hand out at most this many (a shell under backpressure asks
+                for one at a time and stops when its write buffer is full).
+        """
+        queue = self._queue
+        if not queue or self.state is not State.STREAMING:
+            return []
+        out: list[str] = []
+        playout = self.playout
+        lead = self._lead
+        end = self._playout_end
+        budget = len(queue) if max_frames is None else max_frames
+        while queue and len(out) < budget:
+            item = queue[0]
+            if type(item) is str:
+                if end - now > lead:
+                    break
+                queue.popleft()
+                out.append(item)
+                if self._utterance_started is None:
+                    self._utterance_started = now
+                end = max(end, now) + _FRAME_S
+                self._queued_audio -= 1
+                playout.sent_ms += FRAME_MS
+                playout.utterance_ms += FRAME_MS
+            else:
+                assert isinstance(item, _QueuedCheckpoint)
+                queue.popleft()
+                out.append(item.frame)
+                pending = self._pending.get(item.name)
+                if pending is not None:
+                    pending.sent_ms = playout.sent_ms
+                    pending.due = end
+                playout.utterance_ms = 0.0
+                self._utterance_started = None
+        self._playout_end = end
+        self.stats.frames_out += len(out)
+        return out
+
+    def next_due(self, now: float) -> float | None:
+        """When :meth:`frames_due` will next have something (None: nothing queued)."""
+        queue = self._queue
+        if not queue or self.state is not State.STREAMING:
+            return None
+        if type(queue[0]) is not str:
+            return now
+        return max(now, self._playout_end - self._lead)
+
+    def _drop_queued(self) -> int:
+        """Drop every queued frame; their checkpoints were never sent (they are voided by
+        the caller). Returns how many audio frames were dropped."""
+        dropped = self._queued_audio
+        self._queue.clear()
+        self._queued_audio = 0
+        self.stats.dropped_outbound += dropped
+        return dropped
+
+    def clear(self, *, now: float = 0.0) -> str:
+        """Barge-in: drop queued and held-back audio, void pending checkpoints, and
+        return the ``clearAudio`` frame, to be sent at once (ahead of nothing queued).
 
         The summary of what was interrupted is stored in :attr:`last_clear`; the voided
         checkpoints come out of :meth:`take_events` as ``CheckpointVoided(cleared)``.
         """
         stream_id = self._require_streaming(Role.APP)
+        self._drop_queued()
         playout = self.playout
         heard: float | None = None
-        if now is not None and self._utterance_started is not None:
+        if self._utterance_started is not None:
             heard = min(playout.utterance_ms, max(0.0, (now - self._utterance_started) * 1000))
         unconfirmed = playout.pending_ms
         voided = self._void_pending(CheckpointOutcome.CLEARED)
@@ -646,17 +752,21 @@ class StreamProtocol:
         playout.cleared_ms += unconfirmed
         playout.utterance_ms = 0.0
         self._utterance_started = None
+        self._playout_end = now
+        self._clear_sent_at = now
         if self._framer is not None:
             self._framer.clear()
         self._resamplers.clear()
-        return [self._emit(wire.serialize(ClearAudio(stream_id)))]
+        return self._emit(wire.serialize(ClearAudio(stream_id)))
 
-    def stop(self) -> list[str]:
-        """End the stream: send ``stop``; the protocol is closed from now on."""
+    def stop(self) -> str:
+        """End the stream: drop what is queued and return the ``stop`` frame; the
+        protocol is closed from now on."""
         stream_id = self._require_streaming(Role.APP)
+        self._drop_queued()
         self.state = State.CLOSED
         self._void_pending(CheckpointOutcome.CLOSED)
-        return [self._emit(wire.serialize(Stop(stream_id)))]
+        return self._emit(wire.serialize(Stop(stream_id)))
 
     # ------------------------------------------------------------------ Vobiz role: out
     def send_start(
