@@ -9,15 +9,17 @@ and, when ``plivo-stream-sdk`` is importable, that peer's parse path, with the r
 from __future__ import annotations
 
 import base64
+import contextlib
+import itertools
 import json
 import math
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from _common import calibration_ns, median_ns, print_table, write_json
 
-from vobiz_async import protocol as protocol_module
+from vobiz_async._wire import vobiz as wire_module
 from vobiz_async.codec import AudioEncoding, AudioFormat, pcm16_to_ulaw
 from vobiz_async.protocol import StreamProtocol
 
@@ -64,18 +66,21 @@ def media(payload: bytes) -> str:
     )
 
 
-class _StdlibProtocol(StreamProtocol):
-    """The same protocol with the msgspec fast path switched off."""
+@contextlib.contextmanager
+def stdlib_json() -> Iterator[None]:
+    """The same protocol with the dialect's msgspec paths swapped for stdlib json."""
+    saved = wire_module._loads, wire_module.decode_media
+    wire_module._loads = json.loads
+    setattr(wire_module, "decode_media", lambda frame: None)  # noqa: B010
+    try:
+        yield
+    finally:
+        wire_module._loads = saved[0]
+        setattr(wire_module, "decode_media", saved[1])  # noqa: B010
 
-    @property
-    def _fast_media(self) -> bool:
-        return False
 
-
-def inbound_case(
-    encoding: str, rate: int, cls: type[StreamProtocol] = StreamProtocol
-) -> tuple[Callable[[], object], str]:
-    proto = cls()
+def inbound_case(encoding: str, rate: int) -> tuple[Callable[[], object], str]:
+    proto = StreamProtocol()
     proto.receive(start(encoding, rate))
     audio = pcm(rate)
     frame = media(pcm16_to_ulaw(audio) if encoding == "audio/x-mulaw" else audio)
@@ -86,7 +91,14 @@ def outbound_case(fmt: AudioFormat) -> Callable[[], object]:
     proto = StreamProtocol(outbound_format=fmt)
     proto.receive(start("audio/x-mulaw", 8000))
     audio = pcm(fmt.sample_rate)
-    return lambda: proto.play(audio, fmt.sample_rate)
+    clock = itertools.count(step=0.02)
+
+    def play_one() -> list[str]:
+        now = next(clock)
+        proto.play(audio, fmt.sample_rate, now=now)
+        return proto.frames_due(now)
+
+    return play_one
 
 
 def peer_case(frame: str) -> Callable[[], object] | None:
@@ -124,10 +136,8 @@ def main() -> None:
                 "us": median_ns(fn, number=20000) / 1000,
             }
         )
-        slow, _ = inbound_case(encoding, rate, _StdlibProtocol)
-        saved = protocol_module._loads
-        protocol_module._loads = json.loads
-        try:
+        with stdlib_json():
+            slow, _ = inbound_case(encoding, rate)
             rows.append(
                 {
                     "case": label,
@@ -136,8 +146,6 @@ def main() -> None:
                     "us": median_ns(slow, number=20000) / 1000,
                 }
             )
-        finally:
-            protocol_module._loads = saved
     for label, fmt, target in [
         ("out mu-law 8k", AudioFormat(AudioEncoding.MULAW, 8000), 4.0),
         ("out L16 16k", AudioFormat(AudioEncoding.L16, 16000), None),

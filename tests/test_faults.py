@@ -38,7 +38,9 @@ async def test_a_peer_that_stops_reading_cannot_grow_our_memory() -> None:
 
     async def agent(session: StreamSession) -> None:
         sessions.append(session)
-        sock = session._conn.transport.get_extra_info("socket")  # type: ignore[union-attr]
+        [conn] = server._connections
+        assert conn.transport is not None
+        sock = conn.transport.get_extra_info("socket")
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
         played.append(await session.play(tone(300, 30.0, 16000), 16000))
         outcomes.append(await session.checkpoint("never"))
@@ -54,7 +56,7 @@ async def test_a_peer_that_stops_reading_cannot_grow_our_memory() -> None:
         await writer.drain()
         await asyncio.sleep(1.0)  # the agent pushes; the peer reads nothing
         [session] = sessions
-        conn = session._conn
+        [conn] = server._connections
         assert conn.write_paused
         assert conn.transport is not None
         assert conn.transport.get_write_buffer_size() < 8 * 1024 + 2048

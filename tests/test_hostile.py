@@ -150,7 +150,7 @@ async def test_hostile_client_beside_a_healthy_call() -> None:
             session = await server.wait_for_call("c", timeout=5)
             await asyncio.sleep(0.2)
             assert not session.closed
-            stats = session.protocol.stats
+            stats = session.stats
             assert stats.malformed == sum(stats.malformed_reasons.values()) >= 2 * 25
             assert stats.malformed_reasons["binary-frame"] == 1
             assert (

@@ -6,17 +6,18 @@ imperatives (:class:`PlayAudio`, :class:`Checkpoint`, :class:`ClearAudio`,
 :class:`Stop`). The same command classes are what the Vobiz side of the protocol (the
 emulator) gets when it parses our frames.
 
-Frames the protocol cannot use become :class:`MalformedFrame`; well-formed frames with
-an ``event`` we do not know become :class:`UnknownEvent`. Neither ever raises.
+Two exported unions keep the directions apart: :data:`InboundEvent` is what a stream
+tells the application (``async for event in session``), :data:`Command` what the
+application asks of it. Frames the protocol cannot use become :class:`MalformedFrame`;
+well-formed frames with an ``event`` we do not know become :class:`UnknownEvent`.
+Neither ever raises.
 
-Outbound serialisation follows the newest docs (spec 4.4): ``streamId`` always
-present, ``sampleRate`` an integer, ``contentType`` without ``;rate=``. Keys are written
-in a fixed order with compact separators, so a frame is reproducible byte for byte.
+These classes are the same for every provider; how they look on the wire is a
+dialect's business (``vobiz_async._wire``). ``Command.to_json()`` gives the Vobiz form.
 """
 
 from __future__ import annotations
 
-import base64
 import enum
 import json
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ __all__ = [
     "Command",
     "DtmfReceived",
     "Event",
+    "InboundEvent",
     "MalformedFrame",
     "PlayAudio",
     "PlaybackCheckpointReached",
@@ -267,18 +269,8 @@ class PlayAudio:
     payload: bytes
 
     def to_json(self) -> str:
-        """The wire frame."""
-        return (
-            '{"event":"playAudio","streamId":'
-            + json_string(self.stream_id)
-            + ',"media":{"contentType":"'
-            + self.encoding.value
-            + '","sampleRate":'
-            + str(int(self.sample_rate))
-            + ',"payload":"'
-            + base64.b64encode(self.payload).decode("ascii")
-            + '"}}'
-        )
+        """The Vobiz wire frame (spec 4.4.1)."""
+        return _vobiz_frame(self)
 
     def pcm(self, byte_order: ByteOrder = "little") -> bytes:
         """The payload decoded to PCM16 LE (L16 read in ``byte_order``)."""
@@ -300,14 +292,8 @@ class Checkpoint:
     name: str
 
     def to_json(self) -> str:
-        """The wire frame."""
-        return (
-            '{"event":"checkpoint","streamId":'
-            + json_string(self.stream_id)
-            + ',"name":'
-            + json_string(self.name)
-            + "}"
-        )
+        """The Vobiz wire frame (spec 4.4.2)."""
+        return _vobiz_frame(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,8 +303,8 @@ class ClearAudio:
     stream_id: str
 
     def to_json(self) -> str:
-        """The wire frame."""
-        return '{"event":"clearAudio","streamId":' + json_string(self.stream_id) + "}"
+        """The Vobiz wire frame (spec 4.4.3)."""
+        return _vobiz_frame(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,14 +314,14 @@ class Stop:
     stream_id: str
 
     def to_json(self) -> str:
-        """The wire frame."""
-        return '{"event":"stop","streamId":' + json_string(self.stream_id) + "}"
+        """The Vobiz wire frame (spec 4.4.4)."""
+        return _vobiz_frame(self)
 
 
 Command = PlayAudio | Checkpoint | ClearAudio | Stop
-"""What the application sends (and what the Vobiz side receives)."""
+"""What the application sends (and what the provider's side of the protocol receives)."""
 
-Event = (
+InboundEvent = (
     StreamStarted
     | AudioReceived
     | PlaybackCheckpointReached
@@ -347,9 +333,14 @@ Event = (
     | ByteOrderDetected
     | CheckpointVoided
     | StatusCallbackReceived
-    | PlayAudio
-    | Checkpoint
-    | ClearAudio
-    | Stop
 )
+"""What a stream tells the application: ``async for event in session`` yields these."""
+
+Event = InboundEvent | Command
 """Everything ``StreamProtocol.receive()`` can return, in either role."""
+
+
+def _vobiz_frame(command: Command) -> str:
+    from ._wire.vobiz import serialize  # the dialect imports this module: no cycle at import
+
+    return serialize(command)

@@ -51,18 +51,13 @@ from __future__ import annotations
 
 import binascii
 import enum
-import json
 from array import array
-from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections import Counter, deque
+from dataclasses import dataclass, field, replace
 from itertools import pairwise
-from typing import Any, Literal
+from typing import Literal
 
-import msgspec
-from pydantic import BaseModel, ConfigDict
-from pydantic import ValidationError as PydanticValidationError
-
+from ._wire import vobiz as wire
 from .codec import (
     FRAME_MS,
     SUPPORTED_RATES,
@@ -85,40 +80,14 @@ from .events import (
     CheckpointOutcome,
     CheckpointVoided,
     ClearAudio,
-    DtmfReceived,
     Event,
     MalformedFrame,
-    PlayAudio,
     PlaybackCheckpointReached,
     Stop,
     StreamStarted,
-    StreamStopped,
     UnknownEvent,
     json_string,
 )
-
-_loads: Callable[[str], Any] = msgspec.json.Decoder().decode  # generic: dicts and lists
-
-
-class _MediaBodyWire(msgspec.Struct):
-    payload: bytes  # base64 decoded in the same C pass as the JSON
-    track: str = "inbound"
-    timestamp: str | int | None = None
-    chunk: int | None = None
-    contentType: str | None = None
-    sampleRate: int | str | None = None
-
-
-class _MediaWire(msgspec.Struct):
-    """The hot ``media`` frame. Anything that does not fit takes the tolerant path."""
-
-    event: str
-    media: _MediaBodyWire
-    sequenceNumber: int | None = None
-    streamId: str | None = None
-
-
-_decode_media = msgspec.json.Decoder(_MediaWire).decode
 
 __all__ = [
     "ClearSummary",
@@ -131,8 +100,8 @@ __all__ = [
 ]
 
 InboundByteOrder = Literal["little", "big", "auto"]
-_RAW_LIMIT = 512
-_DEFAULT_FORMAT = AudioFormat(AudioEncoding.L16, 8000)  # Vobiz's default content type
+_DEFAULT_FORMAT = wire.DEFAULT_FORMAT
+_FRAME_S = FRAME_MS / 1000
 
 
 class Role(enum.StrEnum):
@@ -164,6 +133,7 @@ class ProtocolStats:
     sequence_gaps: int = 0
     restarts: int = 0
     missing_stream_id: int = 0
+    dropped_outbound: int = 0
 
 
 @dataclass(slots=True)
@@ -176,12 +146,18 @@ class PlayoutStats:
         cleared_ms: unconfirmed audio outstanding when we sent ``clearAudio``: an upper
             bound on what Vobiz discarded (some of it may have played before the clear).
         utterance_ms: audio sent since the last checkpoint or clear.
+        checkpoint_latency_ms: per played checkpoint, how long after our estimate of
+            its playout end the acknowledgement arrived (the last 1,000).
+        clear_round_trip_ms: per ``clearAudio``, the time until ``clearedAudio``
+            arrived (the last 1,000).
     """
 
     sent_ms: float = 0.0
     played_ms: float = 0.0
     cleared_ms: float = 0.0
     utterance_ms: float = 0.0
+    checkpoint_latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
+    clear_round_trip_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
 
     @property
     def pending_ms(self) -> float:
@@ -208,66 +184,6 @@ class ClearSummary:
     voided: tuple[str, ...]
 
 
-# ------------------------------------------------------------------------------- wire models
-class _MediaFormatWire(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    encoding: str
-    sampleRate: int = 8000
-
-
-class _StartNestedWire(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    callId: str
-    streamId: str
-    accountId: str | int | None = None
-    tracks: list[str] = ["inbound"]
-    mediaFormat: _MediaFormatWire | None = None
-
-
-class _StartFlatWire(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    callId: str
-    streamId: str
-    accountId: str | int | None = None
-    contentType: str = _DEFAULT_FORMAT.content_type
-    audioTrack: str = "inbound"
-    sampleRate: int | None = None
-    to: str | None = None
-    direction: str | None = None
-
-
-def _as_int(value: object) -> int | None:
-    """An int from an int or a decimal string (the wire uses both); None otherwise."""
-    if type(value) is int:
-        return value
-    if type(value) is str and len(value) < 20 and value.isdigit():
-        return int(value)
-    return None
-
-
-def _parse_extra_headers(raw: object) -> tuple[str | None, dict[str, str]]:
-    """Keep the raw string; parse JSON or ``k=v`` pairs split on ``;`` or ``,`` (4.3.1)."""
-    if raw is None:
-        return None, {}
-    if isinstance(raw, dict):
-        return json.dumps(raw), {str(k): str(v) for k, v in raw.items()}
-    text = str(raw)
-    try:
-        parsed = json.loads(text)
-    except (ValueError, RecursionError):
-        parsed = None
-    if isinstance(parsed, dict):
-        return text, {str(k): str(v) for k, v in parsed.items()}
-    pairs: dict[str, str] = {}
-    for part in text.replace(";", ",").split(","):
-        key, sep, value = part.partition("=")
-        if not sep:
-            key, sep, value = part.partition(":")
-        if sep and key.strip():
-            pairs[key.strip()] = value.strip()
-    return text, pairs
-
-
 def _score_smoothness(raw: bytes) -> tuple[float, float]:
     """Mean absolute difference of consecutive samples, read little- and big-endian."""
     little = array("h", raw)
@@ -281,11 +197,23 @@ def _score_smoothness(raw: bytes) -> tuple[float, float]:
 
 
 class _Pending:
-    __slots__ = ("name", "sent_ms")
+    """A checkpoint we queued; ``due`` is when its audio should have played (set when
+    it goes out), to measure how late the acknowledgement comes."""
 
-    def __init__(self, name: str, sent_ms: float) -> None:
+    __slots__ = ("due", "name", "sent_ms")
+
+    def __init__(self, name: str) -> None:
         self.name = name
-        self.sent_ms = sent_ms
+        self.sent_ms = 0.0
+        self.due: float | None = None
+
+
+class _QueuedCheckpoint:
+    __slots__ = ("frame", "name")
+
+    def __init__(self, name: str, frame: str) -> None:
+        self.name = name
+        self.frame = frame
 
 
 class StreamProtocol:
@@ -300,6 +228,8 @@ class StreamProtocol:
             format from ``start`` (always accepted; the newest docs allow others,
             e.g. L16 24 kHz, spec 4.4.1).
         auto_detect_ms: audio to look at before deciding the byte order in ``"auto"``.
+        lead_ms: audio kept queued at Vobiz ahead of the playout point by
+            :meth:`frames_due` (the pacing lead, see ``Pacing.lead_ms``).
 
     Raises:
         ValidationError: an unknown byte order.
@@ -313,6 +243,7 @@ class StreamProtocol:
         outbound_byte_order: ByteOrder = "little",
         outbound_format: AudioFormat | None = None,
         auto_detect_ms: int = 500,
+        lead_ms: float = 200.0,
     ) -> None:
         if l16_byte_order not in ("little", "big", "auto"):
             raise ValidationError("l16_byte_order", "must be 'little', 'big' or 'auto'")
@@ -339,26 +270,15 @@ class StreamProtocol:
         self._resamplers: dict[int, Resampler] = {}
         self._utterance_started: float | None = None
         self._play_prefix = ""
+        self._lead = lead_ms / 1000
+        self._queue: deque[str | _QueuedCheckpoint] = deque()
+        self._queued_audio = 0
+        self._playout_end = 0.0
+        self._clear_sent_at: float | None = None
         self._stream_id_json = ""
         # Vobiz role counters
         self._seq_out = 0
         self._chunks: Counter[str] = Counter()
-        self._handlers: dict[object, Callable[[dict[str, Any], str], list[Event]]]
-        if self.role is Role.APP:
-            self._handlers = {
-                "start": self._on_start,
-                "playedStream": self._on_played,
-                "clearedAudio": self._on_cleared,
-                "dtmf": self._on_dtmf,
-                "stop": self._on_stop,
-            }
-        else:
-            self._handlers = {
-                "playAudio": self._on_play_audio,
-                "checkpoint": self._on_checkpoint,
-                "clearAudio": self._on_clear_audio,
-                "stop": self._on_stop_command,
-            }
 
     # ------------------------------------------------------------------ common plumbing
     @property
@@ -381,56 +301,80 @@ class StreamProtocol:
         events, self._outbox = self._outbox, []
         return events
 
-    def receive(self, frame: str | bytes) -> list[Event]:
+    def receive(self, frame: str | bytes, *, now: float | None = None) -> list[Event]:
         """Parse one WebSocket message into events. Never raises for peer input.
 
         Args:
-            frame: a text frame (``str``). A binary frame is reported as malformed.
+            frame: a text frame (``str``). A binary frame (``bytes``) is reported as
+                malformed: Vobiz sends text frames only.
+            now: the current time, to measure acknowledgement latencies (optional).
 
         Returns:
             Queued protocol events first, then the events of this frame.
         """
+        return self._receive(frame, not isinstance(frame, str), now)
+
+    def receive_text(
+        self, data: bytes | bytearray | memoryview, *, now: float | None = None
+    ) -> list[Event]:
+        """Like :meth:`receive` for a text frame still in UTF-8 (no decode/encode round
+        trip in the I/O layer; invalid UTF-8 is reported as ``invalid-json``)."""
+        return self._receive(bytes(data), False, now)
+
+    def _receive(self, frame: str | bytes, binary: bool, now: float | None) -> list[Event]:
         self.stats.frames_in += 1
-        events = self.take_events() if self._outbox else []
-        if type(frame) is not str:
-            if isinstance(frame, str):
-                frame = str(frame)
-            else:
-                events.append(
-                    self._malformed("binary-frame", frame, "Vobiz sends text frames only")
-                )
-                return events
-        if self._fast_media:
-            try:
-                wire = _decode_media(frame)
-            except (msgspec.DecodeError, UnicodeEncodeError, RecursionError):
-                wire = None  # not a media frame, or an unusual one: take the tolerant path
-            if wire is not None and wire.event == "media":
-                self._track_sequence(wire.sequenceNumber)
-                events.extend(self._on_media_fast(wire, frame))
-                return events
-        try:
-            msg = _loads(frame)
-        except (ValueError, RecursionError, UnicodeEncodeError, msgspec.DecodeError) as exc:
-            events.append(self._malformed("invalid-json", frame, str(exc)[:200]))
-            return events
-        if type(msg) is not dict:
-            events.append(self._malformed("not-an-object", frame, "expected a JSON object"))
-            return events
-        seq = msg.get("sequenceNumber")
-        if type(seq) is int:
+        events: list[Event] = self.take_events() if self._outbox else []
+        if self.role is Role.APP:
+            if self.inbound_format is not None and not binary:
+                media = wire.decode_media(frame)  # the hot path: one C pass
+                if media is not None:
+                    self._track_sequence(media.sequenceNumber)
+                    events.extend(self._on_media(media, frame))
+                    return events
+            parsed, seq = wire.parse_inbound(frame, binary=binary)
             self._track_sequence(seq)
-        event = msg.get("event")
-        if event == "media" and self.role is Role.APP:
-            events.extend(self._on_media(msg, frame))
-            return events
-        handler = self._handlers.get(event) if isinstance(event, str) else None
-        if handler is None:
-            self.stats.unknown_events += 1
-            events.append(UnknownEvent(event if isinstance(event, str) else None, msg))
-            return events
-        events.extend(handler(msg, frame))
+            self._apply(parsed, frame, events, now)
+        else:
+            command, seq = wire.parse_command(frame, binary=binary)
+            self._track_sequence(seq)
+            if type(command) is MalformedFrame or type(command) is UnknownEvent:
+                self._apply(command, frame, events, None)
+            else:
+                assert not isinstance(command, (MalformedFrame, UnknownEvent))
+                if not command.stream_id:
+                    # Older docs omitted it; the newest require it (spec 4.4). Counted.
+                    self.stats.missing_stream_id += 1
+                    command = replace(command, stream_id=self.stream_id or "")
+                events.append(command)
         return events
+
+    def _apply(
+        self, parsed: wire.Inbound, frame: str | bytes, events: list[Event], now: float | None
+    ) -> None:
+        """Fold one parsed inbound message into the stream's state."""
+        kind = type(parsed)
+        if kind is MalformedFrame:
+            assert isinstance(parsed, MalformedFrame)
+            self.stats.malformed += 1
+            self.stats.malformed_reasons[parsed.reason] += 1
+            events.append(parsed)
+        elif kind is UnknownEvent:
+            self.stats.unknown_events += 1
+            events.append(parsed)  # type: ignore[arg-type]
+        elif kind is wire.Media:
+            assert isinstance(parsed, wire.Media)
+            events.extend(self._on_media(parsed, frame))
+        elif kind is StreamStarted:
+            assert isinstance(parsed, StreamStarted)
+            events.extend(self._on_start(parsed))
+        elif kind is PlaybackCheckpointReached:
+            assert isinstance(parsed, PlaybackCheckpointReached)
+            events.append(self._on_played(parsed, now))
+        else:  # AudioCleared, DtmfReceived, StreamStopped
+            if kind is AudioCleared and self._clear_sent_at is not None and now is not None:
+                self.playout.clear_round_trip_ms.append((now - self._clear_sent_at) * 1000)
+                self._clear_sent_at = None
+            events.append(parsed)  # type: ignore[arg-type]
 
     def _track_sequence(self, seq: int | None) -> None:
         if seq is None:
@@ -440,12 +384,9 @@ class StreamProtocol:
             self.stats.sequence_gaps += seq - last - 1
         self._last_seq = seq
 
-    @property
-    def _fast_media(self) -> bool:
-        return self.role is Role.APP and self.inbound_format is not None
-
     def connection_closed(self) -> list[Event]:
         """Record that the socket closed; resolves pending checkpoints as ``closed``."""
+        self._drop_queued()
         if self.state is not State.CLOSED:
             self.state = State.CLOSED
             self._void_pending(CheckpointOutcome.CLOSED)
@@ -459,7 +400,7 @@ class StreamProtocol:
     def _malformed(self, reason: str, raw: str | bytes, detail: str = "") -> MalformedFrame:
         self.stats.malformed += 1
         self.stats.malformed_reasons[reason] += 1
-        return MalformedFrame(reason, raw[:_RAW_LIMIT], detail)
+        return wire.malformed(reason, raw, detail)
 
     def _void_pending(self, outcome: CheckpointOutcome) -> tuple[str, ...]:
         names = tuple(self._pending)
@@ -481,15 +422,12 @@ class StreamProtocol:
         return text
 
     # --------------------------------------------------------------------- app: inbound
-    def _on_start(self, msg: dict[str, Any], frame: str) -> list[Event]:
-        try:
-            started = self._parse_start(msg)
-        except (PydanticValidationError, CodecError) as exc:
-            return [self._malformed("bad-start", frame, str(exc).splitlines()[0])]
+    def _on_start(self, started: StreamStarted) -> list[Event]:
         events: list[Event] = []
         if self.started is not None:
             # A reconnect (maxRetries) on the same object: new stream id, fresh state.
             self.stats.restarts += 1
+            self._drop_queued()
             self._void_pending(CheckpointOutcome.CLOSED)
             events.extend(self.take_events())
             self._reset_outbound()
@@ -502,102 +440,33 @@ class StreamProtocol:
         events.append(started)
         return events
 
-    @staticmethod
-    def _parse_start(msg: dict[str, Any]) -> StreamStarted:
-        raw_headers, headers = _parse_extra_headers(msg.get("extra_headers"))
-        seq = _as_int(msg.get("sequenceNumber"))
-        inner = msg.get("start")
-        if isinstance(inner, dict):
-            nested = _StartNestedWire.model_validate(inner)
-            fmt = (
-                AudioFormat.parse(nested.mediaFormat.encoding, nested.mediaFormat.sampleRate)
-                if nested.mediaFormat is not None
-                else AudioFormat.parse(str(msg.get("contentType", _DEFAULT_FORMAT.content_type)))
-            )
-            if not nested.streamId or not nested.callId:
-                raise CodecError("empty streamId or callId")
-            return StreamStarted(
-                stream_id=nested.streamId,
-                call_id=nested.callId,
-                media_format=fmt,
-                account_id=None if nested.accountId is None else str(nested.accountId),
-                tracks=tuple(nested.tracks),
-                extra_headers=headers,
-                extra_headers_raw=raw_headers,
-                shape="nested",
-                sequence_number=seq,
-            )
-        flat = _StartFlatWire.model_validate(msg)
-        if not flat.streamId or not flat.callId:
-            raise CodecError("empty streamId or callId")
-        return StreamStarted(
-            stream_id=flat.streamId,
-            call_id=flat.callId,
-            media_format=AudioFormat.parse(flat.contentType, flat.sampleRate),
-            account_id=None if flat.accountId is None else str(flat.accountId),
-            tracks=(flat.audioTrack,),
-            extra_headers=headers,
-            extra_headers_raw=raw_headers,
-            shape="flat",
-            from_number=_opt_str(msg.get("from")),
-            to_number=flat.to,
-            direction=flat.direction,
-            sequence_number=seq,
-        )
-
-    def _on_media(self, msg: dict[str, Any], frame: str) -> list[Event]:
-        """The tolerant path for media frames the fast decoder did not take."""
-        media = msg.get("media")
-        if type(media) is not dict:
-            return [self._malformed("missing-field", frame, "media")]
-        payload = media.get("payload")
-        if type(payload) is not str:
-            return [self._malformed("missing-field", frame, "media.payload")]
+    def _on_media(self, media: wire.Media, frame: str | bytes) -> list[Event]:
         if self.inbound_format is None:
             return [self._malformed("before-start", frame, "media before start")]
-        try:
-            raw = binascii.a2b_base64(payload, strict_mode=True)
-        except (binascii.Error, ValueError) as exc:
-            return [self._malformed("bad-base64", frame, str(exc))]
-        seq = msg.get("sequenceNumber")
-        stream_id = msg.get("streamId")
+        body = media.media
         return self._audio(
-            raw,
-            media.get("contentType"),
-            media.get("sampleRate"),
-            media.get("track"),
-            _as_int(seq),
-            _as_int(media.get("chunk")),
-            media.get("timestamp"),
-            stream_id if type(stream_id) is str else None,
-            frame,
-        )
-
-    def _on_media_fast(self, wire: _MediaWire, frame: str) -> list[Event]:
-        media = wire.media
-        return self._audio(
-            media.payload,
-            media.contentType,
-            media.sampleRate,
-            media.track,
-            wire.sequenceNumber,
-            media.chunk,
-            media.timestamp,
-            wire.streamId,
+            body.payload,
+            body.contentType,
+            body.sampleRate,
+            body.track,
+            media.sequenceNumber,
+            body.chunk,
+            body.timestamp,
+            media.streamId,
             frame,
         )
 
     def _audio(
         self,
         raw: bytes,
-        content_type: object,
-        sample_rate: object,
-        track: object,
+        content_type: str | None,
+        sample_rate: int | str | None,
+        track: str,
         seq: int | None,
         chunk: int | None,
-        timestamp: object,
+        timestamp: str | int | None,
         stream_id: str | None,
-        frame: str,
+        frame: str | bytes,
     ) -> list[Event]:
         """Decode one frame's audio per ``start.mediaFormat`` (or the frame's own format)."""
         fmt = self.inbound_format
@@ -605,8 +474,8 @@ class StreamProtocol:
         if content_type is not None or sample_rate is not None:  # oldest shape: per frame
             try:
                 fmt = AudioFormat.parse(
-                    content_type if type(content_type) is str else fmt.encoding.value,
-                    sample_rate if sample_rate is not None else fmt.sample_rate,  # type: ignore[arg-type]
+                    content_type if content_type is not None else fmt.encoding.value,
+                    sample_rate if sample_rate is not None else fmt.sample_rate,
                 )
             except CodecError as exc:
                 return [self._malformed("bad-field", frame, str(exc))]
@@ -624,16 +493,14 @@ class StreamProtocol:
         stats = self.stats
         stats.media_in += 1
         stats.audio_ms_in += len(pcm) * 500 / fmt.sample_rate
-        if type(timestamp) is not int:
-            timestamp = _as_int(timestamp)
         events.append(
             AudioReceived(
                 pcm,
                 fmt.sample_rate,
-                track if type(track) is str else "inbound",
+                track,
                 seq,
                 chunk,
-                timestamp,
+                timestamp if type(timestamp) is int else wire.as_int(timestamp),
                 stream_id,
                 raw,
             )
@@ -655,51 +522,26 @@ class StreamProtocol:
         self._auto_raw = bytearray()
         return ByteOrderDetected(order, little, big)
 
-    def _on_played(self, msg: dict[str, Any], frame: str) -> list[Event]:
-        name = msg.get("name")
-        if type(name) is not str:
-            return [self._malformed("missing-field", frame, "name")]
-        pending = self._pending.pop(name, None)
-        if pending is not None:
-            # Checkpoints play in order: everything sent up to this one has played.
-            self.playout.played_ms = max(self.playout.played_ms, pending.sent_ms)
-        return [
-            PlaybackCheckpointReached(
-                name,
-                pending is not None,
-                _opt_str(msg.get("streamId")),
-                _as_int(msg.get("sequenceNumber")),
-            )
-        ]
-
-    def _on_cleared(self, msg: dict[str, Any], frame: str) -> list[Event]:
-        return [AudioCleared(_opt_str(msg.get("streamId")), _as_int(msg.get("sequenceNumber")))]
-
-    def _on_dtmf(self, msg: dict[str, Any], frame: str) -> list[Event]:
-        body = msg.get("dtmf")
-        body = body if isinstance(body, dict) else {}
-        digit = body.get("digit", msg.get("digit"))
-        if isinstance(digit, int) and not isinstance(digit, bool) and 0 <= digit <= 9:
-            digit = str(digit)
-        if not isinstance(digit, str) or len(digit) != 1 or digit.upper() not in "0123456789*#ABCD":
-            return [self._malformed("bad-field", frame, "dtmf.digit")]
-        return [
-            DtmfReceived(
-                digit.upper(),
-                _opt_str(body.get("track")),
-                _as_int(body.get("timestamp", msg.get("timestamp"))),
-                _opt_str(msg.get("streamId")),
-            )
-        ]
-
-    def _on_stop(self, msg: dict[str, Any], frame: str) -> list[Event]:
-        inner = msg.get("stop")
-        reason = msg.get("reason")
-        if reason is None and isinstance(inner, dict):
-            reason = inner.get("reason")
-        return [StreamStopped(_opt_str(msg.get("streamId")), _opt_str(reason))]
+    def _on_played(
+        self, played: PlaybackCheckpointReached, now: float | None
+    ) -> PlaybackCheckpointReached:
+        pending = self._pending.pop(played.name, None)
+        if pending is None:
+            return replace(played, matched=False)
+        # Checkpoints play in order: everything sent up to this one has played.
+        self.playout.played_ms = max(self.playout.played_ms, pending.sent_ms)
+        if now is not None and pending.due is not None:
+            self.playout.checkpoint_latency_ms.append(max(0.0, (now - pending.due) * 1000))
+        return played
 
     # -------------------------------------------------------------------- app: outbound
+    #
+    # The protocol owns every frame we send until it is on the wire. play() and
+    # checkpoint() queue frames; the shell asks frames_due(now) for what may go out now,
+    # which keeps about ``lead_ms`` of audio queued at Vobiz ahead of the playout point
+    # (deadline-based, no drift). A frame counts as sent when frames_due() hands it out;
+    # clear() and stop() drop what is still queued (counted in stats.dropped_outbound).
+
     def _reset_outbound(self) -> None:
         self._framer = None
         self._resamplers.clear()
@@ -710,15 +552,8 @@ class StreamProtocol:
         fmt = self.outbound_format or self.inbound_format or _DEFAULT_FORMAT
         if self._framer is None:
             self._framer = Framer(fmt.encoding, fmt.sample_rate)
-            self._play_prefix = (
-                '{"event":"playAudio","streamId":'
-                + self._stream_id_json
-                + ',"media":{"contentType":"'
-                + fmt.encoding.value
-                + '","sampleRate":'
-                + str(fmt.sample_rate)
-                + ',"payload":"'
-            )
+            assert self.started is not None
+            self._play_prefix = wire.play_audio_prefix(self.started.stream_id, fmt)
         return fmt, self._framer
 
     def _encode(self, pcm: bytes, fmt: AudioFormat) -> bytes:
@@ -726,39 +561,46 @@ class StreamProtocol:
             return pcm16_to_ulaw(pcm)
         return pcm16_to_l16(pcm, self._out_order)
 
-    def _frames(self, encoded_frames: list[bytes], now: float | None) -> list[str]:
-        if not encoded_frames:
-            return []
-        if self._utterance_started is None:
-            self._utterance_started = now
-        prefix = self._play_prefix
-        out = [
-            prefix + binascii.b2a_base64(f, newline=False).decode("ascii") + '"}}'
-            for f in encoded_frames
-        ]
-        sent = FRAME_MS * len(out)
-        self.playout.sent_ms += sent
-        self.playout.utterance_ms += sent
-        self.stats.frames_out += len(out)
-        return out
+    def _enqueue(self, encoded_frames: list[bytes]) -> int:
+        prefix, suffix = self._play_prefix, wire.PLAY_AUDIO_SUFFIX
+        b64 = binascii.b2a_base64
+        self._queue.extend(
+            prefix + b64(f, newline=False).decode("ascii") + suffix for f in encoded_frames
+        )
+        self._queued_audio += len(encoded_frames)
+        return len(encoded_frames)
 
-    def play(
-        self, pcm: bytes, sample_rate: int | None = None, *, now: float | None = None
-    ) -> list[str]:
-        """Turn PCM into paced-size ``playAudio`` frames (exact 20 ms each).
+    @property
+    def queued_ms(self) -> float:
+        """Audio queued here, not yet handed to the wire."""
+        return FRAME_MS * self._queued_audio
+
+    @property
+    def has_queued(self) -> bool:
+        """Whether any frame (audio or checkpoint) waits in the outbound queue."""
+        return bool(self._queue)
+
+    @property
+    def playout_end(self) -> float:
+        """Our estimate of when the audio already sent finishes playing at Vobiz
+        (the same clock as ``now``)."""
+        return self._playout_end
+
+    def play(self, pcm: bytes, sample_rate: int | None = None, *, now: float = 0.0) -> int:
+        """Queue PCM as exact 20 ms ``playAudio`` frames.
 
         PCM at 8, 16 or 24 kHz is resampled to the outbound format when needed (the
         resampler keeps its state across calls of one utterance), encoded, and cut into
         20 ms frames; a partial frame waits for the next call, :meth:`flush_audio` or
-        :meth:`checkpoint`.
+        :meth:`checkpoint`. Nothing is sent here: see :meth:`frames_due`.
 
         Args:
             pcm: signed 16-bit little-endian mono.
             sample_rate: the PCM's rate; default the outbound rate.
-            now: the current time in seconds, for the heard-audio estimate of a clear.
+            now: the current time in seconds.
 
         Returns:
-            JSON text frames to send, in order.
+            How many frames were queued.
 
         Raises:
             LocalProtocolError: before ``start``, after close, or in the Vobiz role.
@@ -776,9 +618,9 @@ class StreamProtocol:
             if resampler is None:
                 resampler = self._resamplers[rate] = Resampler(rate, fmt.sample_rate)
             pcm = resampler.process(pcm)
-        return self._frames(framer.push(self._encode(pcm, fmt)), now)
+        return self._enqueue(framer.push(self._encode(pcm, fmt)))
 
-    def play_encoded(self, payload: bytes, *, now: float | None = None) -> list[str]:
+    def play_encoded(self, payload: bytes, *, now: float = 0.0) -> int:
         """Like :meth:`play` for audio already in the outbound format (its encoding,
         rate and L16 byte order): framed as is, with no decode/encode round trip.
         Useful for a TTS that outputs mu-law 8 kHz, or to echo ``AudioReceived.payload``
@@ -792,11 +634,11 @@ class StreamProtocol:
         fmt, framer = self._outbound()
         if fmt.encoding is AudioEncoding.L16 and len(payload) & 1:
             raise CodecError(f"L16 needs an even number of bytes, got {len(payload)}")
-        return self._frames(framer.push(payload), now)
+        return self._enqueue(framer.push(payload))
 
-    def flush_audio(self, *, now: float | None = None) -> list[str]:
-        """Send what ``play`` is holding back: resampler tail and the last partial frame
-        padded with silence. Returns the frames (possibly none)."""
+    def flush_audio(self, *, now: float = 0.0) -> int:
+        """Queue what ``play`` is holding back: resampler tail and the last partial frame
+        padded with silence. Returns how many frames were queued (possibly none)."""
         self._require_streaming(Role.APP)
         fmt, framer = self._outbound()
         frames: list[bytes] = []
@@ -805,28 +647,13 @@ class StreamProtocol:
         last = framer.flush()
         if last is not None:
             frames.append(last)
-        return self._frames(frames, now)
+        return self._enqueue(frames)
 
-    def discard_unsent(self, frames: int) -> None:
-        """Tell the protocol that the I/O layer dropped ``frames`` ``playAudio`` frames it
-        got from :meth:`play` without sending them (a clear or a close came first), so
-        the playout accounting only counts audio that reached the wire. Call it before
-        :meth:`clear`."""
-        if frames <= 0:
-            return
-        ms = FRAME_MS * frames
-        self.playout.sent_ms = max(0.0, self.playout.sent_ms - ms)
-        self.playout.utterance_ms = max(0.0, self.playout.utterance_ms - ms)
-        self.stats.frames_out -= frames
-
-    def checkpoint(self, name: str, *, now: float | None = None) -> list[str]:
-        """End an utterance: flush held-back audio, then send a ``checkpoint``.
+    def checkpoint(self, name: str, *, now: float = 0.0) -> None:
+        """End an utterance: flush held-back audio, then queue a ``checkpoint``.
 
         Args:
             name: unique among pending checkpoints (a name is how Vobiz acknowledges).
-
-        Returns:
-            The frames to send: any flushed ``playAudio`` frames, then the checkpoint.
 
         Raises:
             LocalProtocolError: not streaming, or a checkpoint of that name is pending.
@@ -837,23 +664,87 @@ class StreamProtocol:
             raise ValidationError("name", "a checkpoint needs a non-empty name")
         if name in self._pending:
             raise LocalProtocolError(f"checkpoint {name!r} is already pending")
-        frames = self.flush_audio(now=now)
-        self._pending[name] = _Pending(name, self.playout.sent_ms)
-        self.playout.utterance_ms = 0.0
-        self._utterance_started = None
-        frames.append(self._emit(Checkpoint(stream_id, name).to_json()))
-        return frames
+        self.flush_audio(now=now)
+        self._pending[name] = _Pending(name)
+        self._queue.append(_QueuedCheckpoint(name, wire.serialize(Checkpoint(stream_id, name))))
 
-    def clear(self, *, now: float | None = None) -> list[str]:
-        """Barge-in: drop our held-back audio, void pending checkpoints, send ``clearAudio``.
+    def frames_due(self, now: float, max_frames: int | None = None) -> list[str]:
+        """The queued frames that may go out at ``now``, in order; they count as sent.
+
+        Audio goes out while less than ``lead_ms`` of it is queued at Vobiz ahead of
+        the playout point (the first ``lead_ms`` of an utterance at once, then one
+        frame per 20 ms); a checkpoint goes out as soon as the audio before it has.
+
+        Args:
+            now: the current time (seconds, the clock ``play``/``clear`` are given).
+            max_frames: hand out at most this many (a shell under backpressure asks
+                for one at a time and stops when its write buffer is full).
+        """
+        queue = self._queue
+        if not queue or self.state is not State.STREAMING:
+            return []
+        out: list[str] = []
+        playout = self.playout
+        lead = self._lead
+        end = self._playout_end
+        budget = len(queue) if max_frames is None else max_frames
+        while queue and len(out) < budget:
+            item = queue[0]
+            if type(item) is str:
+                if end - now > lead:
+                    break
+                queue.popleft()
+                out.append(item)
+                if self._utterance_started is None:
+                    self._utterance_started = now
+                end = max(end, now) + _FRAME_S
+                self._queued_audio -= 1
+                playout.sent_ms += FRAME_MS
+                playout.utterance_ms += FRAME_MS
+            else:
+                assert isinstance(item, _QueuedCheckpoint)
+                queue.popleft()
+                out.append(item.frame)
+                pending = self._pending.get(item.name)
+                if pending is not None:
+                    pending.sent_ms = playout.sent_ms
+                    pending.due = end
+                playout.utterance_ms = 0.0
+                self._utterance_started = None
+        self._playout_end = end
+        self.stats.frames_out += len(out)
+        return out
+
+    def next_due(self, now: float) -> float | None:
+        """When :meth:`frames_due` will next have something (None: nothing queued)."""
+        queue = self._queue
+        if not queue or self.state is not State.STREAMING:
+            return None
+        if type(queue[0]) is not str:
+            return now
+        return max(now, self._playout_end - self._lead)
+
+    def _drop_queued(self) -> int:
+        """Drop every queued frame; their checkpoints were never sent (they are voided by
+        the caller). Returns how many audio frames were dropped."""
+        dropped = self._queued_audio
+        self._queue.clear()
+        self._queued_audio = 0
+        self.stats.dropped_outbound += dropped
+        return dropped
+
+    def clear(self, *, now: float = 0.0) -> str:
+        """Barge-in: drop queued and held-back audio, void pending checkpoints, and
+        return the ``clearAudio`` frame, to be sent at once (ahead of nothing queued).
 
         The summary of what was interrupted is stored in :attr:`last_clear`; the voided
         checkpoints come out of :meth:`take_events` as ``CheckpointVoided(cleared)``.
         """
         stream_id = self._require_streaming(Role.APP)
+        self._drop_queued()
         playout = self.playout
         heard: float | None = None
-        if now is not None and self._utterance_started is not None:
+        if self._utterance_started is not None:
             heard = min(playout.utterance_ms, max(0.0, (now - self._utterance_started) * 1000))
         unconfirmed = playout.pending_ms
         voided = self._void_pending(CheckpointOutcome.CLEARED)
@@ -861,55 +752,21 @@ class StreamProtocol:
         playout.cleared_ms += unconfirmed
         playout.utterance_ms = 0.0
         self._utterance_started = None
+        self._playout_end = now
+        self._clear_sent_at = now
         if self._framer is not None:
             self._framer.clear()
         self._resamplers.clear()
-        return [self._emit(ClearAudio(stream_id).to_json())]
+        return self._emit(wire.serialize(ClearAudio(stream_id)))
 
-    def stop(self) -> list[str]:
-        """End the stream: send ``stop``; the protocol is closed from now on."""
+    def stop(self) -> str:
+        """End the stream: drop what is queued and return the ``stop`` frame; the
+        protocol is closed from now on."""
         stream_id = self._require_streaming(Role.APP)
+        self._drop_queued()
         self.state = State.CLOSED
         self._void_pending(CheckpointOutcome.CLOSED)
-        return [self._emit(Stop(stream_id).to_json())]
-
-    # ------------------------------------------------------------------- Vobiz role: in
-    def _command_stream_id(self, msg: dict[str, Any]) -> str:
-        stream_id = msg.get("streamId")
-        if type(stream_id) is not str:
-            # Older docs omitted it; the newest require it (spec 4.4). Count, don't drop.
-            self.stats.missing_stream_id += 1
-            return self.stream_id or ""
-        return stream_id
-
-    def _on_play_audio(self, msg: dict[str, Any], frame: str) -> list[Event]:
-        media = msg.get("media")
-        if type(media) is not dict or type(media.get("payload")) is not str:
-            return [self._malformed("missing-field", frame, "media.payload")]
-        rate = _as_int(media.get("sampleRate"))
-        try:
-            fmt = AudioFormat.parse(str(media.get("contentType", "")), rate)
-        except CodecError as exc:
-            return [self._malformed("bad-field", frame, str(exc))]
-        try:
-            payload = binascii.a2b_base64(media["payload"], strict_mode=True)
-        except (binascii.Error, ValueError) as exc:
-            return [self._malformed("bad-base64", frame, str(exc))]
-        if fmt.encoding is AudioEncoding.L16 and len(payload) & 1:
-            return [self._malformed("odd-length", frame, f"{len(payload)} bytes of L16")]
-        return [PlayAudio(self._command_stream_id(msg), fmt.encoding, fmt.sample_rate, payload)]
-
-    def _on_checkpoint(self, msg: dict[str, Any], frame: str) -> list[Event]:
-        name = msg.get("name")
-        if type(name) is not str or not name:
-            return [self._malformed("missing-field", frame, "name")]
-        return [Checkpoint(self._command_stream_id(msg), name)]
-
-    def _on_clear_audio(self, msg: dict[str, Any], frame: str) -> list[Event]:
-        return [ClearAudio(self._command_stream_id(msg))]
-
-    def _on_stop_command(self, msg: dict[str, Any], frame: str) -> list[Event]:
-        return [Stop(self._command_stream_id(msg))]
+        return self._emit(wire.serialize(Stop(stream_id)))
 
     # ------------------------------------------------------------------ Vobiz role: out
     def send_start(
@@ -936,35 +793,20 @@ class StreamProtocol:
         self.inbound_format = media_format
         self.state = State.STREAMING
         self._stream_id_json = json_string(stream_id)
-        if shape == "nested":
-            body: dict[str, Any] = {
-                "sequenceNumber": self._next_seq(),
-                "event": "start",
-                "start": {
-                    "callId": call_id,
-                    "streamId": stream_id,
-                    "accountId": account_id,
-                    "tracks": list(tracks),
-                    "mediaFormat": {
-                        "encoding": media_format.encoding.value,
-                        "sampleRate": media_format.sample_rate,
-                    },
-                },
-                "extra_headers": extra_headers,
-            }
-        else:
-            body = {
-                "event": "start",
-                "streamId": stream_id,
-                "accountId": account_id,
-                "callId": call_id,
-                "from": from_number,
-                "to": to_number,
-                "direction": "inbound",
-                "contentType": media_format.content_type,
-                "audioTrack": tracks[0] if tracks else "inbound",
-            }
-        return self._emit(json.dumps(body, separators=(",", ":")))
+        return self._emit(
+            wire.start_frame(
+                sequence_number=self._next_seq(),
+                call_id=call_id,
+                stream_id=stream_id,
+                media_format=media_format,
+                account_id=account_id,
+                tracks=tracks,
+                shape=shape,
+                extra_headers=extra_headers,
+                from_number=from_number,
+                to_number=to_number,
+            )
+        )
 
     def _next_seq(self) -> int:
         seq = self._seq_out
@@ -994,49 +836,37 @@ class StreamProtocol:
             if fmt.encoding is AudioEncoding.MULAW
             else pcm16_to_l16(pcm, byte_order)
         )
-        seq = self._next_seq()
         chunk = self._chunks[track]
         self._chunks[track] += 1
         return self._emit(
-            '{"sequenceNumber":'
-            + str(seq)
-            + ',"streamId":'
-            + json_string(stream_id)
-            + ',"event":"media","media":{"track":'
-            + json_string(track)
-            + ',"timestamp":"'
-            + str(int(timestamp))
-            + '","chunk":'
-            + str(chunk)
-            + ',"payload":"'
-            + binascii.b2a_base64(payload, newline=False).decode("ascii")
-            + '"},"extra_headers":"{}"}'
+            wire.media_frame(
+                sequence_number=self._next_seq(),
+                stream_id=stream_id,
+                track=track,
+                timestamp=timestamp,
+                chunk=chunk,
+                payload=payload,
+            )
         )
 
     def send_played(self, name: str) -> str:
         """(Vobiz role) ``playedStream`` for checkpoint ``name`` (newest shape: event + name)."""
         self._require_streaming(Role.VOBIZ)
-        return self._emit(
-            json.dumps({"event": "playedStream", "name": name}, separators=(",", ":"))
-        )
+        return self._emit(wire.played_frame(name))
 
     def send_cleared(self) -> str:
         """(Vobiz role) ``clearedAudio``."""
         stream_id = self._require_streaming(Role.VOBIZ)
-        body = {"sequenceNumber": self._next_seq(), "event": "clearedAudio", "streamId": stream_id}
-        return self._emit(json.dumps(body, separators=(",", ":")))
+        return self._emit(wire.cleared_frame(sequence_number=self._next_seq(), stream_id=stream_id))
 
     def send_dtmf(self, digit: str, *, timestamp: int) -> str:
         """(Vobiz role) A ``dtmf`` event in the presumed Plivo-identical body (spec 4.3.6)."""
         stream_id = self._require_streaming(Role.VOBIZ)
-        body = {
-            "sequenceNumber": self._next_seq(),
-            "event": "dtmf",
-            "streamId": stream_id,
-            "dtmf": {"track": "inbound", "digit": digit, "timestamp": str(int(timestamp))},
-        }
-        return self._emit(json.dumps(body, separators=(",", ":")))
-
-
-def _opt_str(value: object) -> str | None:
-    return value if isinstance(value, str) else None
+        return self._emit(
+            wire.dtmf_frame(
+                sequence_number=self._next_seq(),
+                stream_id=stream_id,
+                digit=digit,
+                timestamp=timestamp,
+            )
+        )

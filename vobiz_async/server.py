@@ -20,11 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import itertools
 import logging
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Generator, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -35,22 +33,12 @@ from websockets.http11 import Request
 from websockets.protocol import State as WsState
 from websockets.server import ServerProtocol
 
-from .codec import FRAME_MS, AudioFormat, ByteOrder
-from .errors import StreamClosedError, ValidationError
-from .events import (
-    AudioCleared,
-    AudioReceived,
-    CheckpointOutcome,
-    CheckpointVoided,
-    Event,
-    MalformedFrame,
-    PlaybackCheckpointReached,
-    StatusCallbackReceived,
-    StreamStarted,
-    StreamStopped,
-)
-from .protocol import ClearSummary, InboundByteOrder, ProtocolStats, StreamProtocol
-from .recording import CallRecorder
+from ._config import Limits, Pacing
+from .codec import AudioFormat, ByteOrder
+from .errors import ValidationError
+from .events import MalformedFrame, StreamStarted
+from .protocol import InboundByteOrder, StreamProtocol
+from .session import Pacer, SessionStats, StreamSession
 from .tokens import TokenCheck, extract_token, verify_stream_token
 
 try:  # the C unmasking routine websockets itself uses
@@ -70,8 +58,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("vobiz_async.server")
-Handler = Callable[["StreamSession"], Awaitable[None]]
-_FRAME_S = FRAME_MS / 1000
+Handler = Callable[[StreamSession], Awaitable[None]]
 RECENT_SECONDS = 120.0
 RECENT_MAX = 1024
 
@@ -87,84 +74,6 @@ VOBIZ_MEDIA_NETWORKS = (
     "18.96.232.168/29",
 )
 """Where Vobiz's media fleet connects from (India; spec 4.1, "subject to change")."""
-
-
-@dataclass(frozen=True, slots=True)
-class Pacing:
-    """How audio we play is paced out to Vobiz.
-
-    Attributes:
-        lead_ms: audio kept queued at Vobiz ahead of the playout point. More absorbs
-            network jitter; less makes a barge-in flush less. The first ``lead_ms`` of
-            an utterance go out at once (the head start), the rest every 20 ms.
-        wait_for_cleared: after ``clear()``, hold new audio until ``clearedAudio``
-            arrives (Vobiz's own sample does this: audio sent during a flush can be
-            partly dropped, spec 4.4.3), with ``clear_ack_timeout`` as the fallback.
-        clear_ack_timeout: seconds to wait for ``clearedAudio``.
-    """
-
-    lead_ms: float = 200.0
-    wait_for_cleared: bool = True
-    clear_ack_timeout: float = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Safety limits for the media server. ``None`` disables a timeout.
-
-    Attributes:
-        max_message_bytes: largest WebSocket message accepted (a Vobiz media frame is
-            about 1 KB); larger closes that connection with 1009.
-        max_sessions: concurrent connections; more are refused with HTTP 503.
-        start_timeout: seconds from the handshake to the ``start`` frame (then 1008).
-        idle_timeout: seconds without any frame before the connection is closed (1001).
-        inbound_queue_ms: audio buffered per session for a slow application; past it
-            the oldest audio is dropped and counted (``stats.dropped_frames``).
-        max_queued_events: non-audio events buffered per session (oldest dropped).
-        close_timeout: seconds to wait for the peer to finish a close handshake.
-        write_buffer_bytes: transport buffer above which sends wait (backpressure).
-    """
-
-    max_message_bytes: int = 256 * 1024
-    max_sessions: int = 2000
-    start_timeout: float | None = 10.0
-    idle_timeout: float | None = 60.0
-    inbound_queue_ms: float = 1000.0
-    max_queued_events: int = 256
-    close_timeout: float = 2.0
-    write_buffer_bytes: int = 64 * 1024
-
-
-@dataclass(slots=True)
-class SessionStats:
-    """Counters for one session, beyond the protocol's own (``session.protocol.stats``).
-
-    Attributes:
-        frames_in, frames_out, malformed, sequence_gaps: from the protocol; frames
-            waiting to be paced out are not counted as out yet.
-        dropped_frames: inbound audio frames dropped because the application fell behind.
-        dropped_events: non-audio events dropped for the same reason.
-        dropped_outbound_frames: our frames discarded unsent by a clear or a close.
-        sent_ms, played_ms: audio handed to the wire, and confirmed played.
-        queued_ms: audio we estimate is still queued at Vobiz right now.
-        checkpoint_latency_ms: per played checkpoint, how long after our estimate of
-            its playout end the acknowledgement arrived.
-        clear_round_trip_ms: per ``clearAudio``, the time until ``clearedAudio``
-            arrived (measured on the read path, not when the application reads it).
-    """
-
-    frames_in: int = 0
-    frames_out: int = 0
-    malformed: int = 0
-    sequence_gaps: int = 0
-    dropped_frames: int = 0
-    dropped_events: int = 0
-    dropped_outbound_frames: int = 0
-    sent_ms: float = 0.0
-    played_ms: float = 0.0
-    queued_ms: float = 0.0
-    checkpoint_latency_ms: list[float] = field(default_factory=list)
-    clear_round_trip_ms: list[float] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -188,467 +97,6 @@ class ServerStats:
     dropped_frames: int = 0
 
 
-class StreamSession:
-    """One Vobiz media stream, as the application sees it.
-
-    Read with ``async for event in session`` (audio, DTMF, checkpoint acks...) or
-    ``async for pcm in session.audio()``; speak with :meth:`play`, mark turns with
-    :meth:`checkpoint`, barge in with :meth:`clear`, end with :meth:`stop`.
-    """
-
-    def __init__(self, conn: _Connection, started: StreamStarted) -> None:
-        self._conn = conn
-        self._loop = conn.loop
-        self.started = started
-        self.request_path = conn.request_path
-        self.request_headers = conn.request_headers
-        self._queue: deque[Event] = deque()
-        self._queued_audio_ms = 0.0
-        self._queued_other = 0
-        self._waiter: asyncio.Future[None] | None = None
-        self._closed = False
-        self._closed_event = asyncio.Event()
-        self._dropped_frames = 0
-        self._dropped_events = 0
-        self._dropped_outbound = 0
-        self._play_lock = asyncio.Lock()
-        self._unsent: deque[str] = deque()
-        self._generation = 0
-        self._playout_end = 0.0
-        self._clear_gate: asyncio.Future[None] | None = None
-        self._checkpoints: dict[str, asyncio.Future[CheckpointOutcome]] = {}
-        self._checkpoint_due: dict[str, float] = {}
-        self._latencies: list[float] = []
-        self._names = itertools.count(1)
-        self._utterance_cleared = False
-        self._clear_sent_at: float | None = None
-        self._clear_trips: list[float] = []
-        self.close_code: int | None = None
-        self.status_callbacks: list[Any] = []  # parsed StreamStatusCallback objects
-        self.recorder: CallRecorder | None = None
-
-    # ------------------------------------------------------------------ identity
-    @property
-    def stream_id(self) -> str:
-        """The stream id from ``start`` (changes if Vobiz reconnects on this socket)."""
-        return self.started.stream_id
-
-    @property
-    def call_id(self) -> str:
-        """The call id from ``start``."""
-        return self.started.call_id
-
-    @property
-    def inbound_format(self) -> AudioFormat:
-        """The format of the caller's audio."""
-        return self.started.media_format
-
-    @property
-    def outbound_format(self) -> AudioFormat:
-        """The format of the ``playAudio`` frames we send."""
-        return self._conn.proto.outbound_format or self.inbound_format
-
-    @property
-    def protocol(self) -> StreamProtocol:
-        """The underlying sans-I/O protocol (its ``stats`` and ``playout``)."""
-        return self._conn.proto
-
-    @property
-    def closed(self) -> bool:
-        """Whether the stream has ended (closed by either side)."""
-        return self._closed
-
-    @property
-    def stats(self) -> SessionStats:
-        """A snapshot of this session's counters."""
-        proto: ProtocolStats = self._conn.proto.stats
-        playout = self._conn.proto.playout
-        return SessionStats(
-            frames_in=proto.frames_in,
-            frames_out=proto.frames_out - len(self._unsent),
-            malformed=proto.malformed,
-            sequence_gaps=proto.sequence_gaps,
-            dropped_frames=self._dropped_frames,
-            dropped_events=self._dropped_events,
-            dropped_outbound_frames=self._dropped_outbound,
-            sent_ms=playout.sent_ms - FRAME_MS * len(self._unsent),
-            played_ms=playout.played_ms,
-            queued_ms=max(0.0, (self._playout_end - self._loop.time()) * 1000),
-            checkpoint_latency_ms=list(self._latencies),
-            clear_round_trip_ms=list(self._clear_trips),
-        )
-
-    def __repr__(self) -> str:
-        return f"<StreamSession stream_id={self.stream_id!r} call_id={self.call_id!r}>"
-
-    def deliver_status_callback(self, event: StatusCallbackReceived) -> None:
-        """Make a status callback for this stream visible on the session: kept in
-        :attr:`status_callbacks` and queued as an event (even after the stream closed)."""
-        self.status_callbacks.append(event.callback)
-        self._deliver(event)
-
-    def record(self, sample_rate: int | None = None) -> CallRecorder:
-        """Start recording both sides (caller left, agent as heard right); returns the
-        recorder, whose ``write(path)`` saves a stereo WAV at any time."""
-        if self.recorder is None:
-            rate = sample_rate or self.inbound_format.sample_rate
-            self.recorder = CallRecorder(rate, self._loop.time())
-        return self.recorder
-
-    # --------------------------------------------------------------------- inbound
-    def _deliver(self, event: Event) -> None:
-        """Queue an event for the application (called on the read path; never blocks)."""
-        queue = self._queue
-        if type(event) is AudioReceived:
-            assert isinstance(event, AudioReceived)
-            if self.recorder is not None and event.track == "inbound":
-                self.recorder.add_caller(event.pcm, event.sample_rate)
-            queue.append(event)
-            self._queued_audio_ms += event.duration_ms
-            limit = self._conn.limits.inbound_queue_ms
-            while self._queued_audio_ms > limit:
-                self._drop_oldest_audio()
-        else:
-            queue.append(event)
-            self._queued_other += 1
-            if self._queued_other > self._conn.limits.max_queued_events:
-                self._drop_oldest_other()
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def _drop_oldest_audio(self) -> None:
-        for index, item in enumerate(self._queue):
-            if type(item) is AudioReceived:
-                del self._queue[index]
-                self._queued_audio_ms -= item.duration_ms
-                self._dropped_frames += 1
-                self._conn.server.stats.dropped_frames += 1
-                return
-        self._queued_audio_ms = 0.0
-
-    def _drop_oldest_other(self) -> None:
-        for index, item in enumerate(self._queue):
-            if type(item) is not AudioReceived:
-                del self._queue[index]
-                self._queued_other -= 1
-                self._dropped_events += 1
-                return
-
-    def _take(self) -> Event | None:
-        queue = self._queue
-        if not queue:
-            return None
-        event = queue.popleft()
-        if type(event) is AudioReceived:
-            self._queued_audio_ms -= event.duration_ms
-        else:
-            self._queued_other -= 1
-        return event
-
-    async def next_event(self) -> Event:
-        """The next event; raises ``StreamClosedError`` once closed and drained."""
-        try:
-            return await self.__anext__()
-        except StopAsyncIteration:
-            raise StreamClosedError(f"stream {self.stream_id} is closed") from None
-
-    def __aiter__(self) -> StreamSession:
-        return self
-
-    async def __anext__(self) -> Event:
-        """``async for event in session``: one coroutine per event, ends at close."""
-        while True:
-            event = self._take()
-            if event is not None:
-                return event
-            if self._closed:
-                raise StopAsyncIteration
-            self._waiter = self._loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-
-    async def audio(self, track: str = "inbound") -> AsyncIterator[bytes]:
-        """PCM16 LE of one track, frame by frame, until the stream ends.
-
-        It reads the same queue as ``async for event in session``: use one or the
-        other. Events other than that track's audio are skipped.
-        """
-        async for event in self:
-            if type(event) is AudioReceived and event.track == track:
-                yield event.pcm
-
-    async def wait_closed(self) -> None:
-        """Wait until the stream has ended."""
-        await self._closed_event.wait()
-
-    # -------------------------------------------------------------------- outbound
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StreamClosedError(f"stream {self.stream_id} is closed")
-
-    async def _await_clear_gate(self) -> None:
-        gate = self._clear_gate
-        if gate is not None and not gate.done():
-            timeout = self._conn.pacing.clear_ack_timeout
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await asyncio.shield(gate)
-        self._clear_gate = None
-
-    async def _send_paced(self, generation: int) -> float:
-        """Send queued audio frames, keeping ``lead_ms`` ahead of the playout point."""
-        lead = self._conn.pacing.lead_ms / 1000
-        loop = self._loop
-        sent = 0.0
-        unsent = self._unsent
-        while unsent:
-            if generation != self._generation or self._closed:
-                return sent
-            ahead = self._playout_end - loop.time()
-            if ahead > lead:
-                await asyncio.sleep(ahead - lead)
-                continue
-            if self._conn.write_paused:
-                await self._conn.drained()
-                continue
-            self._conn.send_text(unsent.popleft())
-            self._playout_end = max(self._playout_end, loop.time()) + _FRAME_S
-            sent += FRAME_MS
-        return sent
-
-    async def play(self, pcm: bytes, sample_rate: int | None = None) -> float:
-        """Speak: send PCM16 LE audio, paced in real time.
-
-        Resampled to the outbound format when needed, cut into 20 ms ``playAudio``
-        frames; returns when the audio has been handed to the wire (not when heard).
-        A :meth:`clear` during the call stops it early.
-
-        Args:
-            pcm: signed 16-bit little-endian mono.
-            sample_rate: its rate (8000/16000/24000); default the outbound rate.
-
-        Returns:
-            Milliseconds of audio sent (less than the input when a clear or the end of
-            the stream cut it short).
-
-        Raises:
-            StreamClosedError: the stream had already ended when ``play`` was called.
-        """
-        self._check_open()
-        async with self._play_lock:
-            await self._await_clear_gate()
-            if self._closed:
-                return 0.0
-            generation = self._generation
-            if self.recorder is not None:
-                rate = sample_rate or self.outbound_format.sample_rate
-                self.recorder.add_agent(pcm, rate, max(self._loop.time(), self._playout_end))
-            proto = self._conn.proto
-            rate = sample_rate or self.outbound_format.sample_rate
-            return await self._play_sliced(
-                pcm,
-                2 * rate // 10,
-                lambda chunk: proto.play(chunk, sample_rate, now=self._loop.time()),
-                generation,
-            )
-
-    async def _play_sliced(
-        self, data: bytes, step: int, encode: Callable[[bytes], list[str]], generation: int
-    ) -> float:
-        """Encode and send ``data`` 100 ms at a time, so a long clip never blocks the
-        event loop (resampling 3 s of audio at once would stall every call for ~100 ms)
-        and a clear stops the work as well as the sending."""
-        sent = 0.0
-        step = max(2, step - step % 2)
-        for offset in range(0, len(data), step):
-            if generation != self._generation or self._closed:
-                break
-            self._unsent.extend(encode(data[offset : offset + step]))
-            self._utterance_cleared = False
-            sent += await self._send_paced(generation)
-        return sent
-
-    async def play_encoded(self, payload: bytes) -> float:
-        """Like :meth:`play`, for audio already in :attr:`outbound_format` (encoding,
-        rate, byte order): no decode/encode round trip. ``AudioReceived.payload`` can be
-        echoed this way when the inbound and outbound formats match.
-
-        Returns:
-            Milliseconds of audio sent.
-        """
-        self._check_open()
-        async with self._play_lock:
-            await self._await_clear_gate()
-            if self._closed:
-                return 0.0
-            generation = self._generation
-            proto = self._conn.proto
-            fmt = self.outbound_format
-            return await self._play_sliced(
-                payload,
-                round(fmt.bytes_per_ms * 100),
-                lambda chunk: proto.play_encoded(chunk, now=self._loop.time()),
-                generation,
-            )
-
-    async def checkpoint(
-        self, name: str | None = None, *, timeout: float | None = None
-    ) -> CheckpointOutcome:
-        """Mark the end of an utterance and wait until it has played.
-
-        Flushes audio held back by :meth:`play`, sends ``checkpoint``, and waits for
-        Vobiz's ``playedStream``.
-
-        Args:
-            name: unique among pending checkpoints; default ``cp-1``, ``cp-2``...
-            timeout: seconds to wait; default the estimated playout left plus 5 s.
-
-        A checkpoint ends the current utterance: the audio played since the previous
-        checkpoint. If a :meth:`clear` interrupted that utterance and no audio was
-        played since, the checkpoint is ``CLEARED`` at once and nothing is sent, so the
-        natural ``await play(...); await checkpoint(...)`` reports a barge-in.
-
-        Returns:
-            ``PLAYED``, ``CLEARED`` (a clear came first), ``CLOSED`` (the stream ended,
-            also when it had ended before the call) or ``TIMED_OUT``. It never raises
-            for the stream's end: every checkpoint ends in exactly one outcome.
-        """
-        name = name or f"cp-{next(self._names)}"
-        async with self._play_lock:
-            if self._closed:
-                return CheckpointOutcome.CLOSED
-            if self._utterance_cleared:
-                self._utterance_cleared = False
-                return CheckpointOutcome.CLEARED
-            await self._await_clear_gate()
-            if self._closed:
-                return CheckpointOutcome.CLOSED
-            generation = self._generation
-            frames = self._conn.proto.checkpoint(name, now=self._loop.time())
-            future: asyncio.Future[CheckpointOutcome] = self._loop.create_future()
-            self._checkpoints[name] = future
-            self._unsent.extend(frames[:-1])
-            await self._send_paced(generation)
-            if generation == self._generation and not self._closed and not future.done():
-                self._conn.send_text(frames[-1])
-                self._checkpoint_due[name] = self._playout_end
-        if timeout is None:
-            timeout = max(0.0, self._playout_end - self._loop.time()) + 5.0
-        try:
-            async with asyncio.timeout(timeout):
-                return await asyncio.shield(future)
-        except TimeoutError:
-            self._checkpoints.pop(name, None)
-            return CheckpointOutcome.TIMED_OUT
-
-    async def clear(self, *, wait: bool | None = None) -> ClearSummary:
-        """Barge-in: stop our audio now.
-
-        Sends ``clearAudio`` at once, drops audio not yet sent, resolves pending
-        checkpoints as ``CLEARED``, and (with ``wait``, default ``Pacing.wait_for_cleared``)
-        waits briefly for ``clearedAudio``; new audio waits for it either way.
-
-        Returns:
-            What was interrupted (see :class:`~vobiz_async.protocol.ClearSummary`).
-        """
-        self._check_open()
-        self._generation += 1
-        self._utterance_cleared = True
-        dropped = len(self._unsent)
-        self._unsent.clear()
-        self._dropped_outbound += dropped
-        proto = self._conn.proto
-        proto.discard_unsent(dropped)
-        for frame in proto.clear(now=self._loop.time()):
-            self._conn.send_text(frame)
-        self._clear_sent_at = self._loop.time()
-        self._resolve_voided(proto.take_events())
-        self._playout_end = self._loop.time()
-        if self.recorder is not None:
-            self.recorder.cut_agent(self._playout_end)
-        self._clear_gate = self._loop.create_future()
-        summary = proto.last_clear
-        assert summary is not None
-        if wait if wait is not None else self._conn.pacing.wait_for_cleared:
-            await self._await_clear_gate()
-        return summary
-
-    async def stop(self) -> None:
-        """End the stream: send ``stop``; Vobiz closes the socket (we close it if not)."""
-        if self._closed:
-            return
-        self._generation += 1
-        self._dropped_outbound += len(self._unsent)
-        self._conn.proto.discard_unsent(len(self._unsent))
-        self._unsent.clear()
-        for frame in self._conn.proto.stop():
-            self._conn.send_text(frame)
-        self._resolve_voided(self._conn.proto.take_events())
-        self._conn.expect_peer_close()
-        await self.wait_closed()
-
-    # ------------------------------------------------------------- protocol events
-    def _on_event(self, event: Event) -> None:
-        kind = type(event)
-        if kind is AudioReceived:  # the common case: 50 a second
-            self._deliver(event)
-            return
-        if kind is PlaybackCheckpointReached:
-            assert isinstance(event, PlaybackCheckpointReached)
-            future = self._checkpoints.pop(event.name, None)
-            if future is not None and not future.done():
-                future.set_result(CheckpointOutcome.PLAYED)
-            due = self._checkpoint_due.pop(event.name, None)
-            if due is not None:
-                self._latencies.append(max(0.0, (self._loop.time() - due) * 1000))
-        elif kind is CheckpointVoided:
-            assert isinstance(event, CheckpointVoided)
-            self._resolve_voided([event])
-        elif kind is AudioCleared:
-            if self._clear_sent_at is not None:
-                self._clear_trips.append((self._loop.time() - self._clear_sent_at) * 1000)
-                self._clear_sent_at = None
-            gate = self._clear_gate
-            if gate is not None and not gate.done():
-                gate.set_result(None)
-        elif kind is StreamStopped:
-            self._conn.expect_peer_close()
-        self._deliver(event)
-
-    def _resolve_voided(self, events: list[Event]) -> None:
-        for event in events:
-            if isinstance(event, CheckpointVoided):
-                self._checkpoint_due.pop(event.name, None)
-                future = self._checkpoints.pop(event.name, None)
-                if future is not None and not future.done():
-                    future.set_result(event.outcome)
-
-    def _on_closed(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._generation += 1
-        self._dropped_outbound += len(self._unsent)
-        self._unsent.clear()
-        proto = self._conn.proto
-        self._resolve_voided(proto.connection_closed())
-        proto.release()
-        for future in self._checkpoints.values():
-            if not future.done():
-                future.set_result(CheckpointOutcome.CLOSED)
-        self._checkpoints.clear()
-        gate = self._clear_gate
-        if gate is not None and not gate.done():
-            gate.set_result(None)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        self._closed_event.set()
-
-
 class _Connection(asyncio.Protocol):
     """One TCP connection: websockets' Sans-I/O handshake and framing, our protocol."""
 
@@ -662,6 +110,7 @@ class _Connection(asyncio.Protocol):
             l16_byte_order=server.l16_byte_order,
             outbound_byte_order=server.outbound_byte_order,
             outbound_format=server.outbound_format,
+            lead_ms=server.pacing.lead_ms,
         )
         self.transport: asyncio.Transport | None = None
         self.session: StreamSession | None = None
@@ -785,8 +234,7 @@ class _Connection(asyncio.Protocol):
         session = self.session
         if session is not None:
             self.server._forget(session)
-            session.close_code = self.ws.close_code
-            session._on_closed()
+            session.connection_closed(self.ws.close_code)
         else:
             self.proto.connection_closed()
         self.server.stats.malformed_frames += self.proto.stats.malformed
@@ -804,6 +252,8 @@ class _Connection(asyncio.Protocol):
         self.write_paused = False
         if self._drain is not None:
             self._drain.set()
+        if self.session is not None:
+            self.session.writable()
 
     # ---------------------------------------------------------------- handshake
     def _on_request(self, request: Request) -> None:
@@ -855,18 +305,24 @@ class _Connection(asyncio.Protocol):
 
     def _on_message(self, data: bytes | bytearray | memoryview, binary: bool) -> None:
         proto = self.proto
+        now = self.loop.time()
         if binary:
-            events = proto.receive(bytes(data))
+            events = proto.receive(bytes(data), now=now)
         else:
-            events = proto.receive(str(data, "utf-8", "surrogateescape"))
+            events = proto.receive_text(data, now=now)
         session = self.session
-        for event in events:
-            if session is not None and type(event) is not MalformedFrame:
+        if session is not None:
+            for event in events:
                 if type(event) is StreamStarted:
                     assert isinstance(event, StreamStarted)
                     self.server._rebind(session, event)
-                session._on_event(event)
-            elif type(event) is StreamStarted:
+                elif type(event) is MalformedFrame:
+                    assert isinstance(event, MalformedFrame)
+                    log.debug("malformed frame (%s): %s", event.reason, event.detail)
+            session.events_received([e for e in events if type(e) is not MalformedFrame])
+            return
+        for event in events:
+            if type(event) is StreamStarted:
                 assert isinstance(event, StreamStarted)
                 session = self._on_start(event)
                 if session is None:
@@ -886,10 +342,21 @@ class _Connection(asyncio.Protocol):
             self.server.stats.rejected_auth += 1
             self.close(1008, "token not valid for this call")
             return None
-        session = StreamSession(self, started)
+        server = self.server
+        session = StreamSession(
+            self,
+            self.proto,
+            started,
+            pacer=server._pacer,
+            limits=self.limits,
+            pacing=self.pacing,
+            request_path=self.request_path,
+            request_headers=self.request_headers,
+            on_dropped_frame=server._count_dropped_frame,
+        )
         self.session = session
-        self.server._register(session)
-        self._task = self.loop.create_task(self.server._run_handler(session))
+        server._register(session)
+        self._task = self.loop.create_task(server._run_handler(session, self))
         return session
 
     # ------------------------------------------------------------------ writing
@@ -1005,6 +472,7 @@ class MediaServer:
         self.outbound_format = outbound_format
         self.stats = ServerStats()
         self.loop = asyncio.get_running_loop()
+        self._pacer = Pacer(self.loop)
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
         self._by_stream: dict[str, StreamSession] = {}
@@ -1079,10 +547,20 @@ class MediaServer:
                 future.set_result(session)
 
     def _rebind(self, session: StreamSession, started: StreamStarted) -> None:
+        """A second ``start`` on one socket: index the session by its new stream id (the
+        session takes the new ``started`` itself when it gets the event)."""
         self._by_stream.pop(session.stream_id, None)
-        session.started = started
-        self._register(session)
-        self.stats.sessions -= 1
+        self._by_stream[started.stream_id] = session
+        self._by_call[started.call_id] = session
+        for future in self._stream_waiters.pop(started.stream_id, []):
+            if not future.done():
+                future.set_result(session)
+        for future in self._call_waiters.pop(started.call_id, []):
+            if not future.done():
+                future.set_result(session)
+
+    def _count_dropped_frame(self) -> None:
+        self.stats.dropped_frames += 1
 
     def _forget(self, session: StreamSession) -> None:
         if self._by_stream.get(session.stream_id) is session:
@@ -1146,24 +624,24 @@ class MediaServer:
                     del waiters[key]
 
     # ------------------------------------------------------------------ handlers
-    async def _run_handler(self, session: StreamSession) -> None:
+    async def _run_handler(self, session: StreamSession, conn: _Connection) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
         try:
             await self.handler(session)
         except asyncio.CancelledError:
-            session._conn.close(1001, "server shutting down")
+            conn.close(1001, "server shutting down")
             raise
         except Exception:
             self.stats.handler_errors += 1
             log.exception(
                 "handler failed for stream %s (call %s)", session.stream_id, session.call_id
             )
-            session._conn.close(1011, "handler error")
+            conn.close(1011, "handler error")
         else:
             if not session.closed:
-                session._conn.close(1000, "handler finished")
+                conn.close(1000, "handler finished")
         finally:
             self._tasks.discard(task)
 
@@ -1200,6 +678,7 @@ class MediaServer:
             for future in waiters:
                 if not future.done():
                     future.cancel()
+        self._pacer.close()
 
 
 def serve(
