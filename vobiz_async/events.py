@@ -88,9 +88,13 @@ class StreamStarted:
         media_format: the inbound audio format, authoritative for ``media`` frames.
         extra_headers: ``extra_headers`` parsed as JSON or ``k=v`` pairs (often empty).
         extra_headers_raw: the raw string exactly as received, or None if absent.
-        shape: ``"nested"`` (newest docs) or ``"flat"`` (oldest docs).
+        shape: ``"nested"`` (newest Vobiz docs), ``"flat"`` (oldest Vobiz docs) or
+            ``"compat"`` (SignalWire/Twilio, compat spec 4.3.2).
         from_number, to_number, direction: present only in the flat shape.
         sequence_number: the frame's ``sequenceNumber`` when given.
+        custom_parameters: compat ``start.customParameters`` (``<Parameter>`` /
+            ``ParameterN``), empty on Vobiz.
+        provider: ``"vobiz"``, ``"signalwire"`` or ``"twilio"``.
     """
 
     stream_id: str
@@ -100,11 +104,13 @@ class StreamStarted:
     tracks: tuple[str, ...] = ("inbound",)
     extra_headers: dict[str, str] = field(default_factory=dict)
     extra_headers_raw: str | None = None
-    shape: Literal["nested", "flat"] = "nested"
+    shape: Literal["nested", "flat", "compat"] = "nested"
     from_number: str | None = None
     to_number: str | None = None
     direction: str | None = None
     sequence_number: int | None = None
+    custom_parameters: dict[str, str] = field(default_factory=dict)
+    provider: str = "vobiz"
 
 
 @dataclass(slots=True)
@@ -166,12 +172,21 @@ class AudioCleared:
 
 @dataclass(frozen=True, slots=True)
 class DtmfReceived:
-    """``dtmf``: a key press (spec 4.3.6; body read defensively)."""
+    """``dtmf``: a key press (spec 4.3.6, compat spec 4.3.4; body read defensively).
+
+    Attributes:
+        digit: ``0-9``, ``*``, ``#`` or ``A-D``.
+        track: ``inbound`` (Twilio's ``inbound_track`` is normalised), when given.
+        timestamp: Vobiz's media clock in ms, when given.
+        stream_id: when the frame carries it.
+        duration: how long the key was held, in ms (SignalWire), when given.
+    """
 
     digit: str
     track: str | None = None
     timestamp: int | None = None
     stream_id: str | None = None
+    duration: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
