@@ -257,12 +257,12 @@ async def _callbacks_serve(args: argparse.Namespace) -> None:
     def show(callback: StreamStatusCallback) -> None:
         _print_json_line(callback.model_dump(mode="json"))
 
-    mode = args.mode or ("require" if args.auth_token else "off")
     app = web.Application()
     handler = callback_handler(
-        show, auth_token=args.auth_token, mode=mode, public_base_url=args.public_url
+        show, auth_token=args.auth_token, mode=args.mode, public_base_url=args.public_url
     )
-    app.router.add_route("*", args.path, handler)
+    handler.add_to(app, args.path)
+    mode = handler.mode.value
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)
