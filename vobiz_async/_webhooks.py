@@ -19,15 +19,20 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import parse_qsl
 
 from aiohttp import web
 
+from .events import StatusCallbackReceived
+
 __all__ = [
     "BodyTooLarge",
     "CallbackLimits",
+    "CallbackStats",
     "Dispatcher",
+    "SessionLookup",
+    "WebhookHandler",
     "content_digest",
     "mark_as_coroutine_function",
     "parse_form",
@@ -106,8 +111,8 @@ async def read_body(request: web.BaseRequest, limit: int) -> bytes:
     return bytes(body)
 
 
-def parse_form(body: bytes, max_fields: int) -> dict[str, str]:
-    """A form body as a dict (the last value of a repeated name wins).
+def parse_form(body: bytes, max_fields: int) -> list[tuple[str, str]]:
+    """A form body as ``(name, value)`` pairs, in order (signatures need repeats).
 
     Lenient like browsers and Twilio's samples: empty pairs (``a=1&``, ``&&``) are
     skipped and a pair without ``=`` is a name with an empty value.
@@ -117,8 +122,7 @@ def parse_form(body: bytes, max_fields: int) -> dict[str, str]:
         ValueError: more than ``max_fields`` fields.
     """
     text = body.decode("utf-8")
-    pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=max_fields)
-    return dict(pairs)
+    return parse_qsl(text, keep_blank_values=True, max_num_fields=max_fields)
 
 
 def content_digest(fields: Mapping[str, str]) -> str:
@@ -196,3 +200,149 @@ class Dispatcher(Generic[T]):
         self.counters.cancelled_at_close += len(still)
         if still:
             await asyncio.gather(*still, return_exceptions=True)
+
+
+class _Session(Protocol):
+    status_callbacks: list[Any]
+
+    def deliver_status_callback(self, event: StatusCallbackReceived) -> None: ...
+
+
+class SessionLookup(Protocol):
+    """What a handler's ``server=`` needs: a ``MediaServer`` has it."""
+
+    def get_session(self, stream_id: str) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackStats:
+    """What a callback handler did with the requests it got (nothing is dropped unseen).
+
+    Attributes:
+        received: requests answered (any status).
+        delivered: callbacks taken and handed to the application.
+        duplicates: callbacks already taken (a provider's retry: same signature nonce
+            and fields for Vobiz, same content for SignalWire), answered 200, not
+            delivered again.
+        refused_signature: 401/403 (missing, wrong or replayed signature).
+        refused_busy: 503 because ``max_pending`` ``on_event`` calls were running, or
+            the handler was closed; the provider retries these.
+        bad_request: 400 (not UTF-8, too many fields, no event field) and 405.
+        too_large: 413.
+        history_trimmed: old entries removed from sessions' ``status_callbacks``.
+        handler_errors: ``on_event`` calls that raised (logged).
+        cancelled_at_close: ``on_event`` calls cancelled by ``close()`` after the grace.
+        pending: ``on_event`` calls running now.
+    """
+
+    received: int
+    delivered: int
+    duplicates: int
+    refused_signature: int
+    refused_busy: int
+    bad_request: int
+    too_large: int
+    history_trimmed: int
+    handler_errors: int
+    cancelled_at_close: int
+    pending: int
+
+
+class WebhookHandler(Generic[T]):
+    """The shared half of a status-callback handler: counters, bounded dispatch,
+    routing to a live session with a bounded history, and shutdown.
+
+    Subclasses implement ``async def __call__(self, request) -> web.Response``.
+    """
+
+    def __init__(
+        self,
+        on_event: Callable[[T], Awaitable[None] | None] | None,
+        *,
+        server: SessionLookup | None,
+        limits: CallbackLimits,
+        logger: logging.Logger,
+    ) -> None:
+        self.limits = limits
+        self._server = server
+        self._dispatcher: Dispatcher[T] = Dispatcher(
+            on_event, max_pending=limits.max_pending, logger=logger
+        )
+        self._received = 0
+        self._duplicates = 0
+        self._refused_signature = 0
+        self._refused_busy = 0
+        self._bad_request = 0
+        self._too_large = 0
+        self._history_trimmed = 0
+        mark_as_coroutine_function(self)
+
+    @property
+    def stats(self) -> CallbackStats:
+        """A snapshot of the counters."""
+        d = self._dispatcher.counters
+        return CallbackStats(
+            received=self._received,
+            delivered=d.delivered,
+            duplicates=self._duplicates,
+            refused_signature=self._refused_signature,
+            refused_busy=self._refused_busy,
+            bad_request=self._bad_request,
+            too_large=self._too_large,
+            history_trimmed=self._history_trimmed,
+            handler_errors=d.handler_errors,
+            cancelled_at_close=d.cancelled_at_close,
+            pending=self._dispatcher.pending,
+        )
+
+    def add_to(self, app: web.Application, path: str) -> None:
+        """Route ``path`` (GET and POST) to this handler and close it on app shutdown."""
+        app.router.add_route("*", path, self)  # type: ignore[arg-type]
+        app.on_shutdown.append(self.on_shutdown)
+
+    async def on_shutdown(self, app: web.Application) -> None:
+        """An aiohttp ``on_shutdown`` signal handler: :meth:`close`."""
+        await self.close()
+
+    async def close(self) -> None:
+        """Answer 503 from now on; wait ``limits.shutdown_grace`` s for running
+        ``on_event`` calls, then cancel and await the rest."""
+        await self._dispatcher.close(self.limits.shutdown_grace)
+
+    def _reply(self, status: int, text: str) -> web.Response:
+        if status in (401, 403):
+            self._refused_signature += 1
+        elif status == 503:
+            self._refused_busy += 1
+        elif status in (400, 405):
+            self._bad_request += 1
+        elif status == 413:
+            self._too_large += 1
+        return web.Response(status=status, text=text)
+
+    async def _read_fields(self, request: web.Request) -> list[tuple[str, str]]:
+        """The callback's fields: the form body of a POST, the query of a GET.
+
+        Raises:
+            BodyTooLarge, UnicodeDecodeError, ValueError: see :func:`read_body`,
+                :func:`parse_form`.
+        """
+        if request.method == "POST":
+            body = await read_body(request, self.limits.max_body_bytes)
+            return parse_form(body, self.limits.max_form_fields)
+        return list(request.query.items())
+
+    def _route(self, stream_id: str, event: StatusCallbackReceived) -> None:
+        """Deliver to the live (or recently closed) session of ``stream_id``, keeping
+        at most ``limits.history_per_session`` entries in its ``status_callbacks``."""
+        if self._server is None:
+            return
+        session: _Session | None = self._server.get_session(stream_id)
+        if session is None:
+            return
+        session.deliver_status_callback(event)
+        history = session.status_callbacks
+        excess = len(history) - self.limits.history_per_session
+        if excess > 0:
+            del history[:excess]
+            self._history_trimmed += excess

@@ -15,9 +15,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,11 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from ._webhooks import (
     BodyTooLarge,
     CallbackLimits,
-    Dispatcher,
+    CallbackStats,
+    SessionLookup,
+    WebhookHandler,
     content_digest,
-    mark_as_coroutine_function,
-    parse_form,
-    read_body,
 )
 from .errors import SignatureError
 from .events import StatusCallbackReceived
@@ -150,53 +147,10 @@ def parse_callback(fields: Mapping[str, str]) -> StreamStatusCallback:
     )
 
 
-class _Session(Protocol):
-    status_callbacks: list[Any]
-
-    def deliver_status_callback(self, event: StatusCallbackReceived) -> None: ...
-
-
-class _SessionLookup(Protocol):
-    def get_session(self, stream_id: str) -> Any: ...
-
-
 OnEvent = Callable[[StreamStatusCallback], Awaitable[None] | None]
 
 
-@dataclass(frozen=True, slots=True)
-class CallbackStats:
-    """What a callback handler did with the requests it got (nothing is dropped unseen).
-
-    Attributes:
-        received: requests answered (any status).
-        delivered: callbacks taken and handed to the application.
-        duplicates: signed callbacks whose nonce was already taken with the same
-            fields (a provider's retry), answered 200 and not delivered again.
-        refused_signature: 401/403 (missing, wrong or replayed signature).
-        refused_busy: 503 because ``max_pending`` ``on_event`` calls were running, or
-            the handler was closed; the provider retries these.
-        bad_request: 400 (not UTF-8, too many fields, no ``Event``) and 405.
-        too_large: 413.
-        history_trimmed: old entries removed from sessions' ``status_callbacks``.
-        handler_errors: ``on_event`` calls that raised (logged).
-        cancelled_at_close: ``on_event`` calls cancelled by ``close()`` after the grace.
-        pending: ``on_event`` calls running now.
-    """
-
-    received: int
-    delivered: int
-    duplicates: int
-    refused_signature: int
-    refused_busy: int
-    bad_request: int
-    too_large: int
-    history_trimmed: int
-    handler_errors: int
-    cancelled_at_close: int
-    pending: int
-
-
-class CallbackHandler:
+class CallbackHandler(WebhookHandler[StreamStatusCallback]):
     """The aiohttp handler :func:`callback_handler` returns (call it with a request).
 
     Register :meth:`on_shutdown` (or use :meth:`add_to`) so that running ``on_event``
@@ -211,75 +165,20 @@ class CallbackHandler:
         parent_auth_token: str | None,
         mode: SignatureMode,
         public_base_url: str | None,
-        server: _SessionLookup | None,
+        server: SessionLookup | None,
         limits: CallbackLimits,
     ) -> None:
+        super().__init__(on_event, server=server, limits=limits, logger=log)
         self._auth_token = auth_token
         self._parent_auth_token = parent_auth_token
         self._mode = mode
         self._public_base_url = public_base_url
-        self._server = server
-        self.limits = limits
         self._nonces = NonceCache(ttl=limits.replay_window, max_size=limits.max_nonces)
-        self._dispatcher: Dispatcher[StreamStatusCallback] = Dispatcher(
-            on_event, max_pending=limits.max_pending, logger=log
-        )
-        self._received = 0
-        self._duplicates = 0
-        self._refused_signature = 0
-        self._refused_busy = 0
-        self._bad_request = 0
-        self._too_large = 0
-        self._history_trimmed = 0
-        mark_as_coroutine_function(self)
 
     @property
     def mode(self) -> SignatureMode:
         """How signatures are checked."""
         return self._mode
-
-    @property
-    def stats(self) -> CallbackStats:
-        """A snapshot of the counters."""
-        d = self._dispatcher.counters
-        return CallbackStats(
-            received=self._received,
-            delivered=d.delivered,
-            duplicates=self._duplicates,
-            refused_signature=self._refused_signature,
-            refused_busy=self._refused_busy,
-            bad_request=self._bad_request,
-            too_large=self._too_large,
-            history_trimmed=self._history_trimmed,
-            handler_errors=d.handler_errors,
-            cancelled_at_close=d.cancelled_at_close,
-            pending=self._dispatcher.pending,
-        )
-
-    def add_to(self, app: web.Application, path: str) -> None:
-        """Route ``path`` (GET and POST) to this handler and close it on app shutdown."""
-        app.router.add_route("*", path, self)
-        app.on_shutdown.append(self.on_shutdown)
-
-    async def on_shutdown(self, app: web.Application) -> None:
-        """An aiohttp ``on_shutdown`` signal handler: :meth:`close`."""
-        await self.close()
-
-    async def close(self) -> None:
-        """Answer 503 from now on; wait ``limits.shutdown_grace`` s for running
-        ``on_event`` calls, then cancel and await the rest."""
-        await self._dispatcher.close(self.limits.shutdown_grace)
-
-    def _reply(self, status: int, text: str) -> web.Response:
-        if status in (401, 403):
-            self._refused_signature += 1
-        elif status == 503:
-            self._refused_busy += 1
-        elif status in (400, 405):
-            self._bad_request += 1
-        elif status == 413:
-            self._too_large += 1
-        return web.Response(status=status, text=text)
 
     async def __call__(self, request: web.Request) -> web.Response:
         """Answer one callback request (see :func:`callback_handler` for the statuses)."""
@@ -305,11 +204,7 @@ class CallbackHandler:
                 return self._reply(status, f"signature {exc.reason}\n")
             nonces = verified.nonces if verified.verified else ()
         try:
-            if request.method == "POST":
-                body = await read_body(request, self.limits.max_body_bytes)
-                fields = parse_form(body, self.limits.max_form_fields)
-            else:
-                fields = dict(request.query)
+            fields = dict(await self._read_fields(request))
         except BodyTooLarge:
             return self._reply(413, "body too large\n")
         except (UnicodeDecodeError, ValueError):
@@ -332,24 +227,13 @@ class CallbackHandler:
             return self._reply(503, "busy, retry later\n")
         if nonces:
             self._nonces.add(nonces, digest)
-        self._route(callback)
+        if callback.stream_id:
+            self._route(
+                callback.stream_id,
+                StatusCallbackReceived(str(callback.event), callback.stream_id, callback),
+            )
         self._dispatcher.dispatch(callback, callback.event)
         return web.Response(text="ok\n")
-
-    def _route(self, callback: StreamStatusCallback) -> None:
-        if self._server is None or not callback.stream_id:
-            return
-        session: _Session | None = self._server.get_session(callback.stream_id)
-        if session is None:
-            return
-        session.deliver_status_callback(
-            StatusCallbackReceived(str(callback.event), callback.stream_id, callback)
-        )
-        history = session.status_callbacks
-        excess = len(history) - self.limits.history_per_session
-        if excess > 0:
-            del history[:excess]
-            self._history_trimmed += excess
 
 
 def callback_handler(
@@ -359,7 +243,7 @@ def callback_handler(
     parent_auth_token: str | None = None,
     mode: SignatureMode | str | None = None,
     public_base_url: str | None = None,
-    server: _SessionLookup | None = None,
+    server: SessionLookup | None = None,
     limits: CallbackLimits | None = None,
 ) -> CallbackHandler:
     """An aiohttp handler for a status-callback route (spec 5).
