@@ -13,6 +13,7 @@ again (2.7), so one :meth:`CompatStreamsAPI.start` never leaves two live streams
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import hashlib
 import logging
@@ -213,10 +214,11 @@ class SignalWireClient:
             raise ValidationError("project_id", "pass project_id or set SIGNALWIRE_PROJECT_ID")
         if not api_token:
             raise ValidationError("api_token", "pass api_token or set SIGNALWIRE_API_TOKEN")
-        if "/" in project_id:
-            raise ValidationError("project_id", "must not contain '/'")
+        if "/" in project_id or ":" in project_id:
+            raise ValidationError("project_id", "must not contain '/' or ':'")
         self.project_id = project_id
-        self._auth = aiohttp.BasicAuth(project_id, api_token)
+        credentials = base64.b64encode(f"{project_id}:{api_token}".encode()).decode()
+        self._authorization = f"Basic {credentials}"
         self.base_url = _base_url(space_url, base_url)
         self.timeout = coerce_timeouts(timeout)
         self.retry = coerce_retry(retry)
@@ -299,8 +301,7 @@ class SignalWireClient:
                 async with session.post(
                     url,
                     data=form,
-                    auth=self._auth,
-                    headers={"Accept": "application/json"},
+                    headers={"Accept": "application/json", "Authorization": self._authorization},
                     timeout=client_timeout,
                 ) as raw:
                     text = await raw.text(errors="replace")
