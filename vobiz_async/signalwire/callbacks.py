@@ -157,11 +157,10 @@ class CompatCallbackHandler(WebhookHandler[CompatStreamCallback]):
         return self._mode
 
     def _signed_url(self, request: web.Request) -> str:
-        # The full URL, query string included (spec 7.2); behind a proxy, the public
-        # origin configured by the application (7.3).
-        if self._public_base_url:
-            return self._public_base_url.rstrip("/") + str(request.rel_url)
-        return str(request.url)
+        # The full URL exactly as requested, query string included and not re-encoded
+        # (spec 7.2, 7.9); behind a proxy, the public origin the application gives (7.3).
+        origin = self._public_base_url or f"{request.scheme}://{request.host}"
+        return origin.rstrip("/") + request.raw_path
 
     async def __call__(self, request: web.Request) -> web.Response:
         """Answer one callback request (see :func:`callback_handler` for the statuses)."""

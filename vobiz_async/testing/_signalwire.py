@@ -39,6 +39,7 @@ from urllib.parse import parse_qsl, unquote, urlencode
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from ..client import RetryPolicy
 from ..errors import StreamClosedError, ValidationError
@@ -288,7 +289,9 @@ class FakeSignalWire:
             attempts += 1
             try:
                 data = None if method == "GET" else params
-                async with self._http.request(method, url, data=data, headers=headers) as resp:
+                # encoded=True: send the URL exactly as signed (no re-quoting by yarl).
+                target = URL(url, encoded=True)
+                async with self._http.request(method, target, data=data, headers=headers) as resp:
                     status = resp.status
             except (aiohttp.ClientError, TimeoutError) as exc:
                 log.debug("callback %s to %s failed: %s", event, url, exc)
