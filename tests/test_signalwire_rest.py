@@ -275,3 +275,16 @@ async def test_cli_start_and_stop_with_exit_codes() -> None:
         assert code == 2 and "url" in err
         code, _, err = await run_cli(*creds, "start", call.call_sid, URL, "--parameter", "novalue")
         assert code == 2 and "parameter" in err
+
+
+def test_signalwire_names_live_in_their_own_namespace() -> None:
+    """vobiz_async.signalwire.__all__ resolves, is sorted, and adds nothing to vobiz_async."""
+    import vobiz_async
+    from vobiz_async import signalwire
+
+    for name in signalwire.__all__:
+        assert getattr(signalwire, name) is not getattr(vobiz_async, name, None)
+    assert "SignalWireClient" not in vobiz_async.__all__
+    assert signalwire.__all__ == sorted(
+        signalwire.__all__, key=lambda n: (0 if n.isupper() else 1 if n[0].isupper() else 2, n)
+    )
