@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 
 from vobiz_async.callbacks import (
+    CallbackLimits,
     StreamCallbackEvent,
     StreamStatusCallback,
     callback_handler,
@@ -21,7 +22,7 @@ from vobiz_async.callbacks import (
 )
 from vobiz_async.events import StatusCallbackReceived
 from vobiz_async.server import StreamSession, serve
-from vobiz_async.signatures import sign_headers
+from vobiz_async.signatures import compute_signature, sign_headers
 from vobiz_async.testing import FakeVobiz
 
 TOKEN = "cb-token"
@@ -89,11 +90,8 @@ class App:
 
     async def __aenter__(self) -> App:
         app = web.Application()
-        app.router.add_route(
-            "*",
-            "/vobiz/status",
-            callback_handler(self.on_event, auth_token=TOKEN, **self.kwargs),  # type: ignore[arg-type]
-        )
+        self.handler = callback_handler(self.on_event, auth_token=TOKEN, **self.kwargs)  # type: ignore[arg-type]
+        self.handler.add_to(app, "/vobiz/status")
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
@@ -121,17 +119,20 @@ async def post(
 
 
 async def test_handler_verifies_answers_and_dedupes(http: aiohttp.ClientSession) -> None:
-    """A signed callback is taken once; Vobiz's retry of it is answered 200 and dropped."""
+    """A signed callback is taken once; a retry with the same nonce is answered 200 and dropped."""
     async with App(mode="require") as app:
         body = urlencode(FIELDS)
-        assert await post(http, app.url, body, sign_headers(app.url, TOKEN, "1" * 20)) == 200
-        assert await post(http, app.url, body, sign_headers(app.url, TOKEN, "2" * 20)) == 200
+        signed = sign_headers(app.url, TOKEN, "1" * 20)
+        assert await post(http, app.url, body, signed) == 200
+        assert await post(http, app.url, body, signed) == 200
         async with http.get(
             app.url, params=FIELDS, headers=sign_headers(app.url, TOKEN, "3" * 20)
         ) as r:
             assert r.status == 200
         await asyncio.sleep(0.05)
-    assert len(app.received) == 1 and app.received[0].stream_id == FIELDS["StreamID"]
+        stats = app.handler.stats
+    assert len(app.received) == 2 and app.received[0].stream_id == FIELDS["StreamID"]
+    assert (stats.delivered, stats.duplicates, stats.received) == (2, 1, 3)
 
 
 @pytest.mark.parametrize(
@@ -233,3 +234,183 @@ async def test_cli_callbacks_serve_prints_json_lines() -> None:
         await asyncio.wait_for(proc.wait(), 30)
     assert line["event"] == "StartStream" and line["stream_id"] == FIELDS["StreamID"]
     assert proc.returncode == 0
+
+
+# --------------------------------------------------------------- issue 11, findings 6-9
+def cleared(n: int, stream_id: str = FIELDS["StreamID"]) -> str:
+    """A ClearedAudio callback body; ``n`` only varies the From number."""
+    return urlencode({**FIELDS, "Event": "ClearedAudio", "StreamID": stream_id, "From": str(n)})
+
+
+async def test_a_token_means_signatures_are_required(http: aiohttp.ClientSession) -> None:
+    """With an auth token and no mode, an unsigned forged callback is 401 and reaches nobody."""
+    async with App() as app:
+        assert app.handler.mode == "require"
+        assert await post(http, app.url, urlencode(FIELDS), {}) == 401
+        await asyncio.sleep(0.05)
+        assert app.handler.stats.refused_signature == 1
+    assert app.received == []
+    assert callback_handler(print).mode == "off"
+
+
+async def test_session_callback_history_is_bounded() -> None:
+    """300 callbacks for one live stream leave at most history_per_session on the session."""
+    sessions: list[StreamSession] = []
+    release = asyncio.Event()
+
+    async def agent(session: StreamSession) -> None:
+        sessions.append(session)
+        await release.wait()
+
+    async with FakeVobiz() as fake, serve(agent, "127.0.0.1", 0) as server:
+        call = fake.call(seconds=30)
+        async with fake.client() as client:
+            started = await client.streams.start(call.call_uuid, server.url)
+        session = await server.wait_for_session(started.stream_id)
+        async with App(server=server, limits=CallbackLimits(history_per_session=50)) as app:
+            async with aiohttp.ClientSession() as http:
+                for n in range(300):
+                    nonce = f"{n:020d}"
+                    body = cleared(n, session.stream_id)
+                    assert (
+                        await post(http, app.url, body, sign_headers(app.url, TOKEN, nonce)) == 200
+                    )
+            stats = app.handler.stats
+        release.set()
+        await fake.hangup(call.call_uuid)
+    assert len(session.status_callbacks) == 50 and session.status_callbacks[-1]["From"] == "299"
+    assert (stats.delivered, stats.history_trimmed) == (300, 250)
+
+
+async def test_dispatch_is_bounded_503_and_cancelled_at_shutdown() -> None:
+    """Over max_pending running on_event calls the answer is 503; shutdown leaves no task."""
+    gate = asyncio.Event()
+    started: list[str] = []
+    cancelled: list[str] = []
+
+    async def slow(cb: StreamStatusCallback) -> None:
+        started.append(cb["From"])
+        try:
+            await gate.wait()
+        except asyncio.CancelledError:
+            cancelled.append(cb["From"])
+            raise
+
+    limits = CallbackLimits(max_pending=8, shutdown_grace=0.0)
+    handler = callback_handler(slow, auth_token=TOKEN, limits=limits)
+    app = web.Application()
+    handler.add_to(app, "/cb")
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/cb"  # type: ignore[union-attr]
+    codes: list[int] = []
+    async with aiohttp.ClientSession() as http:
+        for n in range(20):
+            codes.append(await post(http, url, cleared(n), sign_headers(url, TOKEN, f"{n:020d}")))
+    await asyncio.sleep(0.05)
+    busy = handler.stats
+    await runner.cleanup()
+    after = handler.stats
+    assert codes == [200] * 8 + [503] * 12
+    assert (busy.pending, busy.refused_busy, len(started)) == (8, 12, 8)
+    assert (after.pending, after.cancelled_at_close, sorted(cancelled)) == (0, 8, sorted(started))
+
+
+async def test_replay_without_the_v3_headers_is_refused(http: aiohttp.ClientSession) -> None:
+    """Nonces are keyed alone: a V2+V3 request replayed with V2 only, or V3's nonce alone, fails."""
+    async with App() as app:
+        signed = sign_headers(app.url, TOKEN, "4" * 20)
+        v2_only = {k: v for k, v in signed.items() if "V3" not in k}
+        assert await post(http, app.url, urlencode(FIELDS), signed) == 200
+        forged = urlencode({**FIELDS, "Event": "StopStream"})
+        assert await post(http, app.url, forged, v2_only) == 403
+        assert await post(http, app.url, urlencode(FIELDS), v2_only) == 200  # a retry: dropped
+        # Different nonces for V3 and V2 in one request: both are recorded.
+        two = {
+            "X-Vobiz-Signature-V3": compute_signature(app.url, "5" * 20, TOKEN, version=3),
+            "X-Vobiz-Signature-V3-Nonce": "5" * 20,
+            "X-Vobiz-Signature-V2": compute_signature(app.url, "6" * 20, TOKEN, version=2),
+            "X-Vobiz-Signature-V2-Nonce": "6" * 20,
+        }
+        assert await post(http, app.url, cleared(1), two) == 200
+        v2_of_two = {k: v for k, v in two.items() if "V3" not in k}
+        assert await post(http, app.url, forged, v2_of_two) == 403
+        await asyncio.sleep(0.05)
+    assert [str(cb.event) for cb in app.received] == ["StartStream", "ClearedAudio"]
+
+
+async def test_a_retry_after_a_400_is_taken_and_forms_parse_leniently(
+    http: aiohttp.ClientSession,
+) -> None:
+    """A nonce is recorded only once the body parsed; a trailing '&' is not a 400."""
+    async with App() as app:
+        signed = sign_headers(app.url, TOKEN, "7" * 20)
+        assert await post(http, app.url, urlencode({"CallUUID": "x"}), signed) == 400
+        assert await post(http, app.url, urlencode(FIELDS) + "&", signed) == 200
+        other = sign_headers(app.url, TOKEN, "8" * 20)
+        assert await post(http, app.url, "Event=StopStream&&StreamID=s-1&", other) == 200
+        await asyncio.sleep(0.05)
+    assert [str(cb.event) for cb in app.received] == ["StartStream", "StopStream"]
+    assert app.received[1].stream_id == "s-1"
+
+
+async def raw_post(url: str, head: str, parts: list[bytes]) -> int:
+    """POST over a raw socket, one write per part with a pause between; the status."""
+    host_port = url.split("/")[2]
+    host, port = host_port.split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(head.encode())
+        for part in parts:
+            writer.write(part)
+            await writer.drain()
+            await asyncio.sleep(0.1)
+        status_line = await reader.readline()
+        return int(status_line.split()[1])
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_a_body_in_two_segments_is_read_whole_and_oversize_is_413() -> None:
+    """A 20 KB body sent in two TCP segments reaches the app whole; a chunked 70 KB one is 413."""
+    fields = {**FIELDS, "Event": "PlayedStream", "Name": "n" * 20_000}
+    body = urlencode(fields).encode()
+    async with App() as app:
+        path = "/vobiz/status"
+        headers = "".join(
+            f"{k}: {v}\r\n" for k, v in sign_headers(app.url, TOKEN, "9" * 20).items()
+        )
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {app.url.split('/')[2]}\r\n{headers}"
+            "Content-Type: application/x-www-form-urlencoded\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        assert await raw_post(app.url, head, [body[:5000], body[5000:]]) == 200
+        chunk = b"a=" + b"x" * 35_000
+        chunked = (
+            f"POST {path} HTTP/1.1\r\nHost: {app.url.split('/')[2]}\r\n"
+            f"{headers}"
+            "Content-Type: application/x-www-form-urlencoded\r\n"
+            "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        )
+        one = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+        assert await raw_post(app.url, chunked, [one, one, b"0\r\n\r\n"]) == 413
+        await asyncio.sleep(0.05)
+        assert app.handler.stats.too_large == 1
+    [cb] = app.received
+    assert cb.fields == fields and cb.name == "n" * 20_000
+
+
+async def test_lookalike_callbacks_are_all_delivered(http: aiohttp.ClientSession) -> None:
+    """Two ClearedAudio in one second reach the app: unsigned always, signed with two nonces."""
+    async with App(mode="if-present") as app:
+        body = urlencode({**FIELDS, "Event": "ClearedAudio"})
+        assert await post(http, app.url, body, {}) == 200
+        assert await post(http, app.url, body, {}) == 200
+        assert await post(http, app.url, body, sign_headers(app.url, TOKEN, "1" * 20)) == 200
+        assert await post(http, app.url, body, sign_headers(app.url, TOKEN, "2" * 20)) == 200
+        await asyncio.sleep(0.05)
+    assert [str(cb.event) for cb in app.received] == ["ClearedAudio"] * 4

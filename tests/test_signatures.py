@@ -82,3 +82,34 @@ def test_nonce_cache_forgets_after_ttl() -> None:
     for n in "bcdef":
         cache.check_and_add(n, now=21)
     assert len(cache._seen) <= 3
+
+
+def test_replay_protection_is_keyed_on_the_nonce_alone() -> None:
+    """A V2+V3 request replayed with its V3 headers removed is a replay; so is V3's nonce reused."""
+    nonces = NonceCache(ttl=300)
+    signed = sign_headers(URL, TOKEN, NONCE)
+    assert verify_request(URL, signed, TOKEN, mode="require", nonces=nonces).nonces == (NONCE,)
+    v2_only = {k: v for k, v in signed.items() if "V3" not in k}
+    with pytest.raises(SignatureError) as replay:
+        verify_request(URL, v2_only, TOKEN, mode="require", nonces=nonces)
+    assert replay.value.reason == "replayed"
+    two = {
+        "X-Vobiz-Signature-V3": compute_signature(URL, "a" * 20, TOKEN, version=3),
+        "X-Vobiz-Signature-V3-Nonce": "a" * 20,
+        "X-Vobiz-Signature-V2": compute_signature(URL, "b" * 20, TOKEN, version=2),
+        "X-Vobiz-Signature-V2-Nonce": "b" * 20,
+    }
+    assert verify_request(URL, two, TOKEN, nonces=nonces).nonces == ("a" * 20, "b" * 20)
+    with pytest.raises(SignatureError):
+        verify_request(URL, {k: v for k, v in two.items() if "V3" not in k}, TOKEN, nonces=nonces)
+
+
+def test_nonce_cache_tells_a_retry_from_a_replay() -> None:
+    """The same nonce with the same content digest is a duplicate; with another, a replay."""
+    cache = NonceCache(ttl=10)
+    assert cache.lookup(["n1", "n2"], "d1", now=0) == "new"
+    cache.add(["n1", "n2"], "d1", now=0)
+    assert cache.lookup(["n2"], "d1", now=1) == "duplicate"
+    assert cache.lookup(["n2"], "other", now=1) == "replayed"
+    assert cache.lookup(["n1"], "", now=1) == "replayed"
+    assert cache.lookup(["n1"], "d1", now=20) == "new"

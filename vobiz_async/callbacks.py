@@ -4,29 +4,38 @@ Vobiz POSTs ``application/x-www-form-urlencoded`` (or sends a GET with the same 
 parameters) to a stream's ``statusCallbackUrl`` for ``StartStream``, ``PlayedStream``,
 ``ClearedAudio``, ``DegradedStream``, ``DroppedStream`` and ``StopStream``. It retries
 a non-200 (or a reply slower than 3 s) up to 3 times, and may deliver out of order, so
-:func:`callback_handler` answers 200 at once, hands the event to the application in a
-task, and drops duplicates of an event it already took.
+:func:`callback_handler` answers 200 at once and hands the event to the application in
+a bounded task. A signed callback is taken once per signature nonce (a retry with the
+same nonce and fields is answered 200 and dropped); an unsigned one is always
+delivered, since two genuine ``ClearedAudio`` in one second look alike.
 """
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from typing import Any, Protocol
-from urllib.parse import parse_qsl
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from ._webhooks import (
+    BodyTooLarge,
+    CallbackLimits,
+    CallbackStats,
+    SessionLookup,
+    WebhookHandler,
+    content_digest,
+)
 from .errors import SignatureError
 from .events import StatusCallbackReceived
 from .signatures import NonceCache, SignatureMode, verify_request
 
 __all__ = [
+    "CallbackHandler",
+    "CallbackLimits",
+    "CallbackStats",
     "StreamCallbackEvent",
     "StreamStatusCallback",
     "callback_handler",
@@ -34,7 +43,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("vobiz_async.callbacks")
-MAX_BODY_BYTES = 64 * 1024
 
 
 class StreamCallbackEvent(enum.StrEnum):
@@ -89,17 +97,6 @@ class StreamStatusCallback(BaseModel):
         """A field by its wire name, or ``default``."""
         return self.fields.get(name, default)
 
-    @property
-    def dedupe_key(self) -> tuple[str | None, ...]:
-        """What identifies one logical callback across Vobiz's retries."""
-        return (
-            str(self.event) if self.event is not None else None,
-            self.stream_id,
-            self.call_uuid,
-            self.name,
-            self.fields.get("Timestamp"),
-        )
-
 
 def _event(value: str | None) -> StreamCallbackEvent | str | None:
     if not value:
@@ -150,11 +147,93 @@ def parse_callback(fields: Mapping[str, str]) -> StreamStatusCallback:
     )
 
 
-class _SessionLookup(Protocol):
-    def get_session(self, stream_id: str) -> Any: ...
-
-
 OnEvent = Callable[[StreamStatusCallback], Awaitable[None] | None]
+
+
+class CallbackHandler(WebhookHandler[StreamStatusCallback]):
+    """The aiohttp handler :func:`callback_handler` returns (call it with a request).
+
+    Register :meth:`on_shutdown` (or use :meth:`add_to`) so that running ``on_event``
+    calls are awaited, then cancelled, when the application stops.
+    """
+
+    def __init__(
+        self,
+        on_event: OnEvent | None,
+        *,
+        auth_token: str | None,
+        parent_auth_token: str | None,
+        mode: SignatureMode,
+        public_base_url: str | None,
+        server: SessionLookup | None,
+        limits: CallbackLimits,
+    ) -> None:
+        super().__init__(on_event, server=server, limits=limits, logger=log)
+        self._auth_token = auth_token
+        self._parent_auth_token = parent_auth_token
+        self._mode = mode
+        self._public_base_url = public_base_url
+        self._nonces = NonceCache(ttl=limits.replay_window, max_size=limits.max_nonces)
+
+    @property
+    def mode(self) -> SignatureMode:
+        """How signatures are checked."""
+        return self._mode
+
+    async def __call__(self, request: web.Request) -> web.Response:
+        """Answer one callback request (see :func:`callback_handler` for the statuses)."""
+        self._received += 1
+        if request.method not in ("POST", "GET"):
+            return self._reply(405, "use POST or GET\n")
+        if self._dispatcher.closed:
+            return self._reply(503, "shutting down\n")
+        nonces: tuple[str, ...] = ()
+        if self._mode is not SignatureMode.OFF:
+            try:
+                verified = verify_request(
+                    str(request.url),
+                    request.headers,
+                    self._auth_token or "",
+                    mode=self._mode,
+                    parent_auth_token=self._parent_auth_token,
+                    public_base_url=self._public_base_url,
+                )
+            except SignatureError as exc:
+                log.warning("refused a status callback: signature %s", exc.reason)
+                status = 401 if exc.reason == "missing" else 403
+                return self._reply(status, f"signature {exc.reason}\n")
+            nonces = verified.nonces if verified.verified else ()
+        try:
+            fields = dict(await self._read_fields(request))
+        except BodyTooLarge:
+            return self._reply(413, "body too large\n")
+        except (UnicodeDecodeError, ValueError):
+            return self._reply(400, "unreadable form body\n")
+        callback = parse_callback(fields)
+        if callback.event is None:
+            return self._reply(400, "no Event field\n")
+        # Nonces are recorded only now, when the request is taken: a retry after a 400
+        # or a 503 carries the same nonce and must not be refused as a replay.
+        digest = content_digest(callback.fields) if nonces else ""
+        if nonces:
+            seen = self._nonces.lookup(nonces, digest)
+            if seen == "replayed":
+                log.warning("refused a status callback: signature replayed")
+                return self._reply(403, "signature replayed\n")
+            if seen == "duplicate":
+                self._duplicates += 1
+                return web.Response(text="duplicate\n")  # a retry of one we took
+        if not self._dispatcher.has_room():
+            return self._reply(503, "busy, retry later\n")
+        if nonces:
+            self._nonces.add(nonces, digest)
+        if callback.stream_id:
+            self._route(
+                callback.stream_id,
+                StatusCallbackReceived(str(callback.event), callback.stream_id, callback),
+            )
+        self._dispatcher.dispatch(callback, callback.event)
+        return web.Response(text="ok\n")
 
 
 def callback_handler(
@@ -162,96 +241,47 @@ def callback_handler(
     *,
     auth_token: str | None = None,
     parent_auth_token: str | None = None,
-    mode: SignatureMode | str = SignatureMode.IF_PRESENT,
+    mode: SignatureMode | str | None = None,
     public_base_url: str | None = None,
-    replay_window: float | None = 300.0,
-    server: _SessionLookup | None = None,
-    dedupe_size: int = 10_000,
-) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """An aiohttp handler for a status-callback route.
+    server: SessionLookup | None = None,
+    limits: CallbackLimits | None = None,
+) -> CallbackHandler:
+    """An aiohttp handler for a status-callback route (spec 5).
 
-    ``app.router.add_route("*", "/vobiz/stream-status", callback_handler(on_event, ...))``
+    ``callback_handler(on_event, auth_token=TOKEN).add_to(app, "/vobiz/stream-status")``
 
     Args:
         on_event: called with each new, verified callback (sync or async); it runs in
-            a task after the 200 went out, and its errors are logged, not returned.
+            a task after the 200 went out, and its errors are logged and counted.
         auth_token, parent_auth_token: tokens to verify signatures with (spec 5.4).
-        mode: ``off``, ``if-present`` (default) or ``require``.
+        mode: ``off``, ``if-present`` or ``require``. Default: ``require`` when an
+            ``auth_token`` is given (an unsigned request is then a forgery), else ``off``.
         public_base_url: the public ``scheme://host[:port]`` when behind a proxy.
-        replay_window: refuse a signature nonce seen within this many seconds.
         server: a ``MediaServer``; the callback is routed to the session with the same
-            ``StreamID`` (``session.status_callbacks``, and a ``StatusCallbackReceived``).
-        dedupe_size: how many callbacks are remembered to drop Vobiz's retries.
+            ``StreamID`` (``session.status_callbacks``, bounded by
+            ``limits.history_per_session``, and a ``StatusCallbackReceived``).
+        limits: body size, pending ``on_event`` calls, history, nonce window.
 
-    Answers: 200 (taken, or a duplicate), 400 (unreadable body), 401 (signature
-    required and missing), 403 (wrong or replayed signature), 405, 413 (over 64 KiB).
-    Raw headers are never logged: some Vobiz callbacks carry credentials in them.
+    Answers: 200 (taken, or a retry of a signed callback already taken), 400
+    (unreadable body or no ``Event``), 401 (signature required and missing), 403 (wrong
+    or replayed signature), 405, 413 (body over ``limits.max_body_bytes``), 503 (too
+    many ``on_event`` calls running, or closed: the provider retries). Raw headers are
+    never logged: some Vobiz callbacks carry credentials in them.
+
+    Raises:
+        ValueError: a verifying mode without ``auth_token``.
     """
-    mode = SignatureMode(mode)
-    if mode is not SignatureMode.OFF and not auth_token:
+    resolved = SignatureMode(mode) if mode is not None else None
+    if resolved is None:
+        resolved = SignatureMode.REQUIRE if auth_token else SignatureMode.OFF
+    if resolved is not SignatureMode.OFF and not auth_token:
         raise ValueError("verifying signatures needs auth_token (or mode='off')")
-    nonces = NonceCache(ttl=replay_window) if replay_window else None
-    seen: OrderedDict[tuple[str | None, ...], None] = OrderedDict()
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def dispatch(callback: StreamStatusCallback) -> None:
-        try:
-            if on_event is not None:
-                result = on_event(callback)
-                if result is not None:
-                    await result
-        except Exception:
-            log.exception("status callback handler failed for %s", callback.event)
-
-    async def handler(request: web.Request) -> web.Response:
-        if request.method not in ("POST", "GET"):
-            return web.Response(status=405, text="use POST or GET\n")
-        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-            return web.Response(status=413, text="body too large\n")
-        if mode is not SignatureMode.OFF:
-            try:
-                verify_request(
-                    str(request.url),
-                    request.headers,
-                    auth_token or "",
-                    mode=mode,
-                    parent_auth_token=parent_auth_token,
-                    public_base_url=public_base_url,
-                    nonces=nonces,
-                )
-            except SignatureError as exc:
-                log.warning("refused a status callback: signature %s", exc.reason)
-                status = 401 if exc.reason == "missing" else 403
-                return web.Response(status=status, text=f"signature {exc.reason}\n")
-        try:
-            if request.method == "POST":
-                body = await request.content.read(MAX_BODY_BYTES + 1)
-                if len(body) > MAX_BODY_BYTES:
-                    return web.Response(status=413, text="body too large\n")
-                text = body.decode("utf-8")
-                fields = dict(parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text)))
-            else:
-                fields = dict(request.query)
-        except (UnicodeDecodeError, ValueError):
-            return web.Response(status=400, text="unreadable form body\n")
-        callback = parse_callback(fields)
-        if callback.event is None:
-            return web.Response(status=400, text="no Event field\n")
-        key = callback.dedupe_key
-        if key in seen:
-            return web.Response(text="duplicate\n")  # Vobiz retried: already taken
-        seen[key] = None
-        while len(seen) > dedupe_size:
-            seen.popitem(last=False)
-        if server is not None and callback.stream_id:
-            session = server.get_session(callback.stream_id)
-            if session is not None:
-                session.deliver_status_callback(
-                    StatusCallbackReceived(str(callback.event), callback.stream_id, callback)
-                )
-        task = asyncio.get_running_loop().create_task(dispatch(callback))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-        return web.Response(text="ok\n")
-
-    return handler
+    return CallbackHandler(
+        on_event,
+        auth_token=auth_token,
+        parent_auth_token=parent_auth_token,
+        mode=resolved,
+        public_base_url=public_base_url,
+        server=server,
+        limits=limits or CallbackLimits(),
+    )

@@ -257,12 +257,12 @@ async def _callbacks_serve(args: argparse.Namespace) -> None:
     def show(callback: StreamStatusCallback) -> None:
         _print_json_line(callback.model_dump(mode="json"))
 
-    mode = args.mode or ("require" if args.auth_token else "off")
     app = web.Application()
     handler = callback_handler(
-        show, auth_token=args.auth_token, mode=mode, public_base_url=args.public_url
+        show, auth_token=args.auth_token, mode=args.mode, public_base_url=args.public_url
     )
-    app.router.add_route("*", args.path, handler)
+    handler.add_to(app, args.path)
+    mode = handler.mode.value
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)
@@ -294,6 +294,80 @@ def _add_callbacks(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     srv.set_defaults(handler=_callbacks_serve)
 
 
+def _signalwire_client(args: argparse.Namespace) -> Any:
+    from .signalwire import SignalWireClient
+
+    return SignalWireClient(
+        args.project_id, args.api_token, space_url=args.space_url, base_url=args.sw_base_url
+    )
+
+
+def _parameters(pairs: list[str] | None) -> dict[str, str] | None:
+    """``--parameter k=v`` values as a mapping (a repeated name keeps the last value)."""
+    if not pairs:
+        return None
+    result: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValidationError("parameter", f"{pair!r} is not a name=value pair")
+        result[key] = value
+    return result
+
+
+async def _signalwire_streams_start(args: argparse.Namespace) -> Any:
+    parameters = _parameters(args.parameter)
+    async with _signalwire_client(args) as client:
+        stream = await client.streams.start(
+            args.call_sid,
+            args.url,
+            name=args.name,
+            track=args.track,
+            status_callback=args.status_callback,
+            status_callback_method=args.status_callback_method,
+            parameters=parameters,
+            bearer_token=args.bearer_token,
+        )
+        return stream.model_dump(mode="json")
+
+
+async def _signalwire_streams_stop(args: argparse.Namespace) -> Any:
+    async with _signalwire_client(args) as client:
+        stopped = await client.streams.stop(args.call_sid, args.sid_or_name)
+        return {"sid": args.sid_or_name, "stopped": stopped}
+
+
+def _add_signalwire(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sw = sub.add_parser("signalwire", help="SignalWire compat API: start and stop streams")
+    sw.add_argument("--project-id", help="default: $SIGNALWIRE_PROJECT_ID")
+    sw.add_argument("--api-token", help="default: $SIGNALWIRE_API_TOKEN")
+    sw.add_argument("--space-url", help="default: $SIGNALWIRE_SPACE_URL (example.signalwire.com)")
+    sw.add_argument("--base-url", dest="sw_base_url", help="full origin, overrides the Space")
+    groups = sw.add_subparsers(dest="group", required=True)
+    streams = groups.add_parser("streams", help="start and stop streams on a live call")
+    actions = streams.add_subparsers(dest="action", required=True)
+
+    start = actions.add_parser("start", help="fork a live call's audio to a wss:// URL")
+    start.add_argument("call_sid")
+    start.add_argument("url", help="wss:// URL without a query string")
+    start.add_argument("--name", help="default: derived from the call, URL and track")
+    start.add_argument(
+        "--track",
+        choices=["inbound_track", "outbound_track", "both_tracks"],
+        default="inbound_track",
+    )
+    start.add_argument("--status-callback")
+    start.add_argument("--status-callback-method", choices=["GET", "POST"])
+    start.add_argument("--parameter", action="append", metavar="k=v", help="repeatable (<= 99)")
+    start.add_argument("--bearer-token", help="sent on the WebSocket upgrade as a Bearer token")
+    start.set_defaults(handler=_signalwire_streams_start)
+
+    stop = actions.add_parser("stop", help="stop a stream by SID or name (idempotent)")
+    stop.add_argument("call_sid")
+    stop.add_argument("sid_or_name")
+    stop.set_defaults(handler=_signalwire_streams_stop)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every command."""
     parser = argparse.ArgumentParser(
@@ -308,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(sub)
     _add_emulator(sub)
     _add_callbacks(sub)
+    _add_signalwire(sub)
     return parser
 
 

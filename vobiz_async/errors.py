@@ -10,7 +10,7 @@ Callers catch a class and read attributes; nobody parses messages::
     │   └── RemoteProtocolError  the *peer* sent something invalid (carries the raw frame)
     ├── StreamClosedError        the stream/session/client is closed
     ├── SignatureError           a status callback failed its signature check
-    └── APIError                 the Vobiz REST API answered with an error status
+    └── APIError                 a REST API (Vobiz, or SignalWire's compat API) answered an error
     │   ├── InvalidRequestError  400 / 405 / 409 / 422
     │   ├── AuthenticationError  401 (also a wrong path case or missing trailing slash)
     │   ├── PaymentRequiredError 402 (insufficient balance)
@@ -121,7 +121,9 @@ class APIError(VobizError):
         message: the error text from the body (both documented body shapes are read).
         api_id: Vobiz's ``api_id`` from the body, when present.
         request_id: ``requestId`` from the envelope error shape, or the request-id header.
-        code: the envelope's ``error.code`` (``"RATE_LIMIT_EXCEEDED"``), when present.
+        code: the envelope's ``error.code`` (``"RATE_LIMIT_EXCEEDED"``), when present;
+            for the SignalWire/Twilio compat API, its numeric code as a string (``"20404"``).
+        more_info: a documentation URL for the error (compat API bodies), when present.
         body: the parsed JSON body (or ``{"raw": text}`` when it was not JSON).
         method, url: the request that failed (no credentials in either).
         retryable: whether the same request may succeed if repeated.
@@ -141,6 +143,7 @@ class APIError(VobizError):
         method: str = "",
         url: str = "",
         retryable: bool | None = None,
+        more_info: str | None = None,
     ) -> None:
         super().__init__(f"{status_code} {message}" + (f" ({method} {url})" if method else ""))
         self.status_code = status_code
@@ -152,6 +155,7 @@ class APIError(VobizError):
         self.method = method
         self.url = url
         self.retryable = self.default_retryable if retryable is None else retryable
+        self.more_info = more_info
 
 
 class InvalidRequestError(APIError):

@@ -25,7 +25,7 @@ import hashlib
 import hmac
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -104,25 +104,56 @@ def sign_headers(
 
 
 class NonceCache:
-    """Remembers nonces for ``ttl`` seconds to refuse replays (bounded in size)."""
+    """Remembers nonces for ``ttl`` seconds to refuse replays (bounded in size).
+
+    Keyed on the nonce alone, whatever signature version carried it: a request signed
+    V2 and V3 and replayed with one pair of headers removed is still a replay. Each
+    nonce keeps a digest of the content it came with, so a provider's retry of the
+    same callback (same nonce, same fields) is told apart from a replay that swaps the
+    unsigned body (same nonce, other fields).
+    """
 
     def __init__(self, ttl: float = 300.0, max_size: int = 100_000) -> None:
         self.ttl = ttl
         self.max_size = max_size
-        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._seen: OrderedDict[str, tuple[float, str]] = OrderedDict()
 
-    def check_and_add(self, nonce: str, now: float | None = None) -> bool:
-        """True if ``nonce`` is new (and now remembered); False if it was seen recently."""
-        now = time.monotonic() if now is None else now
+    def _expire(self, now: float) -> None:
         seen = self._seen
         while seen:
-            when = next(iter(seen.values()))
+            when, _ = next(iter(seen.values()))
             if now - when <= self.ttl and len(seen) < self.max_size:
                 break
             seen.popitem(last=False)
-        if nonce in seen:
+
+    def lookup(self, nonces: Iterable[str], digest: str = "", now: float | None = None) -> str:
+        """``"new"``, ``"duplicate"`` (seen with this digest) or ``"replayed"``; adds nothing."""
+        self._expire(time.monotonic() if now is None else now)
+        outcome = "new"
+        for nonce in nonces:
+            entry = self._seen.get(nonce)
+            if entry is None:
+                continue
+            if entry[1] != digest or not digest:
+                return "replayed"
+            outcome = "duplicate"
+        return outcome
+
+    def add(self, nonces: Iterable[str], digest: str = "", now: float | None = None) -> None:
+        """Remember every one of ``nonces`` with the content ``digest``."""
+        now = time.monotonic() if now is None else now
+        self._expire(now)
+        for nonce in nonces:
+            self._seen[nonce] = (now, digest)
+            self._seen.move_to_end(nonce)
+            if len(self._seen) > self.max_size:
+                self._seen.popitem(last=False)
+
+    def check_and_add(self, nonce: str, now: float | None = None) -> bool:
+        """True if ``nonce`` is new (and now remembered); False if it was seen recently."""
+        if self.lookup((nonce,), now=now) != "new":
             return False
-        seen[nonce] = now
+        self.add((nonce,), now=now)
         return True
 
 
@@ -133,10 +164,13 @@ class VerifiedRequest:
     Attributes:
         verified: a signature matched.
         scheme: ``"v3"``, ``"v2"``, ``"ma-v3"``, ``"ma-v2"`` or None (unsigned, allowed).
+        nonces: every distinct nonce header value in the request (V3 and V2 may differ);
+            a handler records all of them once it has taken the request.
     """
 
     verified: bool
     scheme: str | None
+    nonces: tuple[str, ...] = ()
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -171,7 +205,10 @@ def verify_request(
         parent_auth_token: the main account's token, for ``-MA-`` headers.
         public_base_url: behind a proxy the request URL is the internal one: give the
             public ``scheme://host[:port]`` and the request's path is appended to it.
-        nonces: a cache that refuses nonces seen in the last ~5 minutes (replays).
+        nonces: a cache that refuses nonces seen in the last ~5 minutes (replays). Every
+            nonce of the request is checked and recorded, keyed on the nonce alone. A
+            handler that may still refuse the request (unreadable body) passes None
+            here and records ``result.nonces`` itself once it takes the request.
 
     Raises:
         SignatureError: ``reason`` is ``"missing"``, ``"mismatch"`` or ``"replayed"``.
@@ -197,10 +234,22 @@ def verify_request(
         if mode is SignatureMode.REQUIRE:
             raise SignatureError("missing", "the callback carries no Vobiz signature")
         return VerifiedRequest(False, None)
+    all_nonces = tuple(
+        dict.fromkeys(
+            n
+            for n in (
+                _header(headers, "X-Vobiz-Signature-V3-Nonce"),
+                _header(headers, "X-Vobiz-Signature-V2-Nonce"),
+            )
+            if n
+        )
+    )
     for scheme, signature, nonce, token in checks:
         version = 3 if scheme.endswith("v3") else 2
         if _matches(compute_signature(url, nonce, token, version=version), signature):
-            if nonces is not None and not nonces.check_and_add(f"{scheme}:{nonce}"):
-                raise SignatureError("replayed", "this callback's nonce was already used")
-            return VerifiedRequest(True, scheme)
+            if nonces is not None:
+                if nonces.lookup(all_nonces) != "new":
+                    raise SignatureError("replayed", "this callback's nonce was already used")
+                nonces.add(all_nonces)
+            return VerifiedRequest(True, scheme, all_nonces)
     raise SignatureError("mismatch", "the callback's signature does not match")

@@ -11,10 +11,12 @@ from ._audio import speech_like, tone
 from ._fake import CallbackRecord, FakeCall, FakeVobiz
 from ._media import MediaPeer, PeerReport
 from ._rest import FakeStreamRecord, Fault, RecordedRequest
+from ._signalwire import FakeSignalWire
 
 __all__ = [
     "CallbackRecord",
     "FakeCall",
+    "FakeSignalWire",
     "FakeStreamRecord",
     "FakeVobiz",
     "Fault",
