@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from websockets.datastructures import Headers
@@ -52,6 +52,9 @@ from .events import (
 from .protocol import ClearSummary, InboundByteOrder, ProtocolStats, StreamProtocol
 from .recording import CallRecorder
 from .tokens import TokenCheck, extract_token, verify_stream_token
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
 
 try:  # the C unmasking routine websockets itself uses
     from websockets.speedups import apply_mask
@@ -226,6 +229,7 @@ class StreamSession:
         self.close_code: int | None = None
         self.status_callbacks: list[Any] = []  # parsed StreamStatusCallback objects
         self.recorder: CallRecorder | None = None
+        self._tap: Callable[[Event], None] | None = None  # set by a Cluster
 
     # ------------------------------------------------------------------ identity
     @property
@@ -298,6 +302,8 @@ class StreamSession:
     # --------------------------------------------------------------------- inbound
     def _deliver(self, event: Event) -> None:
         """Queue an event for the application (called on the read path; never blocks)."""
+        if self._tap is not None:
+            self._tap(event)
         queue = self._queue
         if type(event) is AudioReceived:
             assert isinstance(event, AudioReceived)
@@ -982,6 +988,7 @@ class MediaServer:
         outbound_byte_order: ByteOrder = "little",
         outbound_format: AudioFormat | None = None,
         allow_from: Sequence[str] | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
         if token is not None and not token:
             raise ValidationError("token", "must not be empty")
@@ -1015,9 +1022,12 @@ class MediaServer:
         self._recent: dict[str, tuple[float, StreamSession]] = {}
         self._all_closed = asyncio.Event()
         self._closing = False
+        self.cluster = cluster
 
     async def start(self) -> MediaServer:
         """Bind and start accepting connections."""
+        if self.cluster is not None:  # first: a Redis failure leaves nothing bound
+            await self.cluster._attach(self)
         self._server = await self.loop.create_server(
             lambda: _Connection(self), self.host, self.port, reuse_address=True
         )
@@ -1077,6 +1087,8 @@ class MediaServer:
         for future in self._call_waiters.pop(session.call_id, []):
             if not future.done():
                 future.set_result(session)
+        if self.cluster is not None:
+            self.cluster._session_started(session)
 
     def _rebind(self, session: StreamSession, started: StreamStarted) -> None:
         self._by_stream.pop(session.stream_id, None)
@@ -1089,6 +1101,8 @@ class MediaServer:
             del self._by_stream[session.stream_id]
         if self._by_call.get(session.call_id) is session:
             del self._by_call[session.call_id]
+        if self.cluster is not None:
+            self.cluster._session_ended(session)
         # Callbacks like DroppedStream arrive after the socket closed: remember closed
         # sessions for RECENT_SECONDS (at most RECENT_MAX of them) to route those.
         now = self.loop.time()
@@ -1200,6 +1214,8 @@ class MediaServer:
             for future in waiters:
                 if not future.done():
                     future.cancel()
+        if self.cluster is not None:
+            await self.cluster._detach(self)
 
 
 def serve(
@@ -1215,6 +1231,7 @@ def serve(
     outbound_byte_order: ByteOrder = "little",
     outbound_format: AudioFormat | None = None,
     allow_from: Sequence[str] | None = None,
+    cluster: Cluster | None = None,
 ) -> MediaServer:
     """Create the media server; ``async with serve(...) as server`` (or ``await serve(...)``).
 
@@ -1232,6 +1249,8 @@ def serve(
         allow_from: accept connections only from these networks (CIDR strings), e.g.
             ``VOBIZ_MEDIA_NETWORKS`` plus your own test hosts; others are dropped at
             once. Behind a TLS proxy the peer is the proxy: filter there instead.
+        cluster: a :class:`~vobiz_async.cluster.Cluster` to register every session in,
+            so any process can find and control it (``vobiz-async[cluster]``).
     """
     return MediaServer(
         handler,
@@ -1245,4 +1264,5 @@ def serve(
         outbound_byte_order=outbound_byte_order,
         outbound_format=outbound_format,
         allow_from=allow_from,
+        cluster=cluster,
     )
