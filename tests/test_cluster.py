@@ -14,7 +14,7 @@ import pytest
 
 from tests._redis import redis_server
 from vobiz_async.cluster import Cluster, ClusterConfig, RemoteSession
-from vobiz_async.errors import SessionGoneError, ValidationError
+from vobiz_async.errors import SessionGoneError, ValidationError, VobizError
 from vobiz_async.events import (
     AudioCleared,
     AudioReceived,
@@ -202,6 +202,39 @@ async def test_a_session_registered_late_is_awaited(redis_url: str) -> None:
         remote = await waiting
         assert remote.call_id == peer.call_id
         await remote.stop()
+
+
+async def test_a_rebound_stream_moves_its_registration(redis_url: str) -> None:
+    """A second start on the socket ends the old id's registration and registers the new."""
+    async with (
+        Cluster(redis_url) as worker,
+        Cluster(redis_url) as control,
+        serve(idle, "127.0.0.1", 0, cluster=worker) as server,
+    ):
+        peer = MediaPeer(server.url, seconds=60)
+        peer.start()
+        old = await control.session(peer.stream_id, timeout=10)
+        start = peer.proto.send_start(
+            call_id=peer.call_id, stream_id="rebound-1", media_format=peer.format
+        )
+        await peer.send_raw(start)
+        new = await control.session("rebound-1", timeout=10)
+        with pytest.raises(SessionGoneError) as gone:
+            await old.stats()
+        assert gone.value.reason == "ended"
+        assert [s.stream_id for s in await control.sessions()] == ["rebound-1"]
+        assert (await control.session_for_call(peer.call_id)).stream_id == "rebound-1"
+        await new.stop()
+        await peer.wait_closed()
+
+
+async def test_a_worker_without_redis_fails_to_start() -> None:
+    """serve(cluster=...) with Redis unreachable raises VobizError before binding."""
+    async with Cluster("redis://127.0.0.1:1/0") as cluster:
+        server = serve(idle, "127.0.0.1", 0, cluster=cluster)
+        with pytest.raises(VobizError, match="cannot reach Redis"):
+            await server.start()
+        assert server._server is None
 
 
 # --------------------------------------------------------------- real processes

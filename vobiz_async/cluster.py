@@ -126,6 +126,9 @@ class ClusterConfig:
             waits as long as the worker is alive, since prompts can be long).
         max_audio_bytes: largest audio payload of one ``play``/``play_encoded`` command.
         max_stream_events: events kept per session stream (approximate ``MAXLEN``).
+        max_command_backlog: commands kept in a worker's command stream (approximate
+            ``MAXLEN``); a worker reads them as they come, so this only bounds the
+            stream of a worker that stopped reading.
         max_pending_events: events a worker buffers while Redis is slow; past it new
             events are dropped and counted (``ClusterStats.dropped_events``).
         event_retention: seconds a session's events stay readable after it closed.
@@ -138,6 +141,7 @@ class ClusterConfig:
     command_timeout: float = 10.0
     max_audio_bytes: int = 1024 * 1024
     max_stream_events: int = 1000
+    max_command_backlog: int = 10_000
     max_pending_events: int = 10_000
     event_retention: float = 60.0
     forward_audio: bool = False
@@ -147,7 +151,12 @@ class ClusterConfig:
         for name in ("lease", "command_timeout", "event_retention"):
             if not getattr(self, name) > 0:
                 raise ValidationError(name, "must be a positive number of seconds")
-        for name in ("max_audio_bytes", "max_stream_events", "max_pending_events"):
+        for name in (
+            "max_audio_bytes",
+            "max_stream_events",
+            "max_command_backlog",
+            "max_pending_events",
+        ):
             if getattr(self, name) < 1:
                 raise ValidationError(name, "must be at least 1")
 
@@ -278,10 +287,18 @@ class Cluster:
 
     # ========================================================== worker side
     async def _attach(self, server: MediaServer) -> None:
-        """Called by ``MediaServer.start``: start renewing leases and reading commands."""
+        """Called by ``MediaServer.start``: start renewing leases and reading commands.
+
+        Raises:
+            ValidationError: the cluster is already attached to a server.
+            VobizError: Redis cannot be reached.
+        """
         if self._server is not None:
             raise ValidationError("cluster", "already attached to a media server")
-        seconds, micros = await self.redis.time()  # commands from now on, Redis's clock
+        try:
+            seconds, micros = await self.redis.time()  # commands from now on, Redis's clock
+        except (RedisError, OSError) as exc:
+            raise VobizError(f"cluster: cannot reach Redis: {exc}") from exc
         self._cmd_last = f"{seconds * 1000 + micros // 1000}-0"
         self._server = server
         loop = asyncio.get_running_loop()
@@ -621,7 +638,7 @@ class Cluster:
         pairs += ["args", json.dumps(args)]
         if audio:
             pairs += ["audio", audio]
-        argv: list[str | bytes | int] = [self.config.max_stream_events * 10, self._ms, *pairs]
+        argv: list[str | bytes | int] = [self.config.max_command_backlog, self._ms, *pairs]
         sent = await self._send(keys=[session_key, self._key("cmd", info.worker)], args=argv)
         if not sent:
             raise SessionGoneError(info.stream_id, await self._gone_reason(info.stream_id))
