@@ -149,9 +149,10 @@ async def test_started_stream_session_binds_through_a_cluster(redis_url: str) ->
             assert not server.sessions
 
 
-async def test_forwarded_audio_is_opt_in_and_bounded(redis_url: str) -> None:
-    """With forward_audio, inbound frames reach remote readers; the stream stays trimmed."""
-    config = ClusterConfig(forward_audio=True, max_stream_events=50)
+async def test_forwarded_audio_is_opt_in_bounded_and_gaps_are_counted(redis_url: str) -> None:
+    """With forward_audio, inbound frames reach remote readers; the stream stays trimmed
+    and a reader that comes late counts what the trim took instead of missing it silently."""
+    config = ClusterConfig(forward_audio=True, max_stream_events=20)
     async with (
         Cluster(redis_url, config=config) as worker,
         Cluster(redis_url) as control,
@@ -160,10 +161,17 @@ async def test_forwarded_audio_is_opt_in_and_bounded(redis_url: str) -> None:
         peer = MediaPeer(server.url, audio=tone(500, 2.0, 8000), seconds=2.0)
         peer.start()
         remote = await control.session(peer.stream_id, timeout=10)
-        frames = [e async for e in remote.events(from_start=True) if isinstance(e, AudioReceived)]
+        live = [e async for e in remote]
+        live_missed = remote.missed_events
+        report = await peer.wait_closed()
+        late = [e async for e in remote.events(from_start=True)]
         length = await control.redis.xlen(control._key("events", peer.stream_id))
+    frames = [e for e in live if isinstance(e, AudioReceived)]
     assert frames and all(f.sample_rate == 8000 and len(f.pcm) == 320 for f in frames)
-    assert length <= 2 * config.max_stream_events  # MAXLEN ~ trims in whole nodes
+    assert len(frames) + live_missed == report.frames_sent - (remote._next_seq)
+    assert length <= 2 * config.max_stream_events + 1  # MAXLEN ~ trims in whole nodes
+    assert len(late) < report.frames_sent and remote.missed_events > live_missed
+    assert len(late) + remote.missed_events - live_missed == report.frames_sent
 
 
 async def test_unknown_session_times_out_and_oversized_audio_is_refused(redis_url: str) -> None:

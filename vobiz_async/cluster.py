@@ -578,7 +578,7 @@ class Cluster:
         if info is None:
             return False
         try:
-            await RemoteSession(self, info, "0-0").stop()
+            await RemoteSession(self, info, "0-0", 0).stop()
         except SessionGoneError:
             return False
         return True
@@ -619,7 +619,10 @@ class Cluster:
             finally:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
         last = await self.redis.xrevrange(self._key("events", info.stream_id), count=1)
-        return RemoteSession(self, info, _text(last[0][0]) if last else "0-0")
+        if not last:
+            return RemoteSession(self, info, "0-0", 0)
+        seq = int((last[0][1] or {}).get(b"seq", b"-1"))
+        return RemoteSession(self, info, _text(last[0][0]), seq + 1)
 
     async def _command(
         self, info: SessionInfo, op: str, args: dict[str, Any], audio: bytes, limit: float | None
@@ -676,12 +679,17 @@ class RemoteSession:
     client's errors when Redis itself cannot be reached.
     """
 
-    def __init__(self, cluster: Cluster, info: SessionInfo, events_from: str) -> None:
+    def __init__(
+        self, cluster: Cluster, info: SessionInfo, events_from: str, next_seq: int
+    ) -> None:
         self.cluster = cluster
         self.info = info
         self.close_code: int | None = None
         self.missed_events = 0
+        """Events a reader of this session could not get: trimmed from the session's
+        stream before it read them, or dropped by the worker (``max_pending_events``)."""
         self._events_from = events_from
+        self._next_seq = next_seq
         self._closed = False
 
     @property
@@ -788,12 +796,14 @@ class RemoteSession:
         events_key = cluster._key("events", self.stream_id)
         session_key = cluster._key("session", self.stream_id)
         block = max(1, int(cluster.config.slice * 1000))
-        last = "0-0" if from_start else self._events_from
-        expected: int | None = None
+        last, expected = ("0-0", 0) if from_start else (self._events_from, self._next_seq)
         while True:
             entries = _entries(await redis.xread({events_key: last}, block=block, count=100))
             if not entries and not await redis.exists(session_key):
                 entries = _entries(await redis.xread({events_key: last}, count=100))
+                if not entries and await cluster._gone_reason(self.stream_id) == "ended":
+                    self._closed = True  # it closed before this reader's starting point
+                    return
                 if not entries:
                     raise SessionGoneError(self.stream_id, "lease-expired")
             for entry_id, data in entries:
@@ -803,7 +813,7 @@ class RemoteSession:
                     self.close_code = json.loads(data.get(b"data", b"null"))
                     return
                 seq = int(data.get(b"seq", b"0"))
-                if expected is not None and seq > expected:
+                if seq > expected:
                     self.missed_events += seq - expected
                 expected = seq + 1
                 event = _decode_event(data)
