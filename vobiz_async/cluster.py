@@ -13,7 +13,7 @@ Keys (``NS`` is the namespace, ``vobiz`` by default)::
     NS:events:STREAM_ID    Redis Stream of the session's events (MAXLEN ~max_stream_events)
     NS:cmd:WORKER          Redis Stream of commands for one worker (TTL = lease)
     NS:reply:REQUEST       list holding one command's reply (TTL = lease)
-    NS:registered          pub/sub channel announcing new registrations (wake-up only)
+    NS:registered:all      pub/sub channel announcing registrations (a wake-up only)
 
 Transport and delivery guarantees:
 
@@ -46,8 +46,11 @@ Transport and delivery guarantees:
 * Audio sent with ``play``/``play_encoded`` travels as raw bytes, at most
   ``max_audio_bytes`` per command (1 MiB: 32 s of 16 kHz PCM16); split longer prompts.
 
-Nothing waits forever: every wait is cut in ``lease / 3`` slices that re-check the
-lease, and commands other than ``play`` also give up after ``command_timeout``.
+Nothing waits forever on a dead worker: every wait is cut in ``lease / 3`` slices that
+re-check the lease. Against a live worker, ``clear``/``stop``/``stats`` give up after
+``command_timeout`` (``TimeoutError``), ``checkpoint`` after its own timeout plus that;
+``play`` waits until its audio is on the wire, as it does locally. Waiting for a session
+to register (``session``, ``session_for_call``) ends in ``TimeoutError`` after ``timeout``.
 """
 
 from __future__ import annotations
