@@ -118,6 +118,10 @@ async def test_second_cluster_controls_a_call_end_to_end(redis_url: str) -> None
         assert gone.value.reason == "ended" and gone.value.stream_id == peer.stream_id
         assert await remote.checkpoint("late") is CheckpointOutcome.CLOSED
         assert await control.sessions() == []
+        counted = worker.stats
+        assert counted.registered == 1 and counted.commands >= 8
+        assert counted.command_errors == 0  # commands after the end never reached it
+        assert counted.dropped_events == 0 and counted.events_published >= 4
     kinds = [type(event) for event in events]
     assert PlaybackCheckpointReached(name="prompt") in events
     assert any(isinstance(e, DtmfReceived) and e.digit == "7" for e in events)
