@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests._redis import redis_server
 from vobiz_async._demo import caller_script, run_demo
 from vobiz_async.codec import read_wav
 
@@ -31,7 +34,11 @@ def test_example_runs(path: Path, tmp_path: Path) -> None:
     args = [sys.executable, str(path)]
     if path.stem == "record_call":
         args.append(str(tmp_path / "call.wav"))
-    done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    with contextlib.ExitStack() as stack:
+        env = dict(os.environ)
+        if path.stem == "cluster_control":  # skipped when redis-server is not installed
+            env["REDIS_URL"] = stack.enter_context(redis_server(tmp_path))
+        done = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip()
     if path.stem == "record_call":
@@ -39,6 +46,8 @@ def test_example_runs(path: Path, tmp_path: Path) -> None:
     if path.stem == "barge_in":
         assert done.stdout.count("barge-in after") == 1
         assert "answer checkpoint: cleared" in done.stdout
+    if path.stem == "cluster_control":
+        assert "checkpoint greeting: played" in done.stdout and "close code 1000" in done.stdout
 
 
 async def test_demo_runs_and_reports(tmp_path: Path) -> None:

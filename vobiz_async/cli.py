@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .client import VobizClient
 from .errors import APIError, TransportError, ValidationError, VobizError
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
 
 __all__ = ["build_parser", "main"]
 
@@ -156,14 +160,21 @@ async def _serve(args: argparse.Namespace) -> None:
                 summary["recording"] = str(recorder.write(record_dir / f"{session.stream_id}.wav"))
             _print_json_line(summary)
 
-    async with serve(
-        handler,
-        args.host,
-        args.port,
-        path=args.path,
-        token=args.token,
-        l16_byte_order=args.l16_byte_order,
-    ) as server:
+    cluster = _cluster(args.cluster) if args.cluster else None
+    async with (
+        contextlib.AsyncExitStack() as stack,
+        serve(
+            handler,
+            args.host,
+            args.port,
+            path=args.path,
+            token=args.token,
+            l16_byte_order=args.l16_byte_order,
+            cluster=cluster,
+        ) as server,
+    ):
+        if cluster is not None:
+            stack.push_async_callback(cluster.close)
         sys.stdout.write(f"listening on {server.url}\n")
         sys.stdout.flush()
         await _wait_for_signal()
@@ -185,7 +196,56 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     srv.add_argument("--record", metavar="DIR", help="write DIR/<stream_id>.wav per call")
     srv.add_argument("--l16-byte-order", choices=["little", "big", "auto"], default="little")
     srv.add_argument("--grace", type=float, default=5.0, help="shutdown grace in seconds")
+    srv.add_argument("--cluster", metavar="REDIS_URL", help="register sessions in this Redis")
     srv.set_defaults(handler=_serve)
+
+
+def _cluster(url: str) -> Cluster:
+    """A Cluster on ``url`` (needs the ``vobiz-async[cluster]`` extra)."""
+    try:
+        from .cluster import Cluster
+    except ImportError as exc:
+        raise ValidationError("--cluster", str(exc)) from None
+    return Cluster(url)
+
+
+async def _redis_call(url: str, work: Callable[[Cluster], Awaitable[None]]) -> None:
+    """Run ``work`` with a Cluster on ``url``; Redis failures become a VobizError (exit 1)."""
+    from redis.exceptions import RedisError
+
+    async with _cluster(url) as cluster:
+        try:
+            await work(cluster)
+        except (RedisError, OSError) as exc:
+            raise VobizError(f"redis at {url}: {exc}") from None
+
+
+async def _sessions_list(args: argparse.Namespace) -> None:
+    async def show(cluster: Cluster) -> None:
+        for info in sorted(await cluster.sessions(), key=lambda i: i.started_at):
+            _print_json_line(asdict(info))
+
+    await _redis_call(args.cluster, show)
+
+
+async def _sessions_stop(args: argparse.Namespace) -> None:
+    async def stop(cluster: Cluster) -> None:
+        stopped = await cluster.stop_session(args.stream_id)
+        _print_json_line({"stream_id": args.stream_id, "stopped": stopped})
+
+    await _redis_call(args.cluster, stop)
+
+
+def _add_sessions(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sessions = sub.add_parser("sessions", help="live sessions of a cluster of servers (Redis)")
+    actions = sessions.add_subparsers(dest="action", required=True)
+    lst = actions.add_parser("list", help="print each live session as a JSON line")
+    lst.add_argument("--cluster", metavar="REDIS_URL", required=True)
+    lst.set_defaults(handler=_sessions_list)
+    stop = actions.add_parser("stop", help="stop a session on whichever server holds it")
+    stop.add_argument("stream_id")
+    stop.add_argument("--cluster", metavar="REDIS_URL", required=True)
+    stop.set_defaults(handler=_sessions_stop)
 
 
 async def _emulate(args: argparse.Namespace) -> Any:
@@ -383,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_emulator(sub)
     _add_callbacks(sub)
     _add_signalwire(sub)
+    _add_sessions(sub)
     return parser
 
 

@@ -9,6 +9,7 @@ Callers catch a class and read attributes; nobody parses messages::
     │   ├── LocalProtocolError   *we* misused it: a command before ``start``, after close
     │   └── RemoteProtocolError  the *peer* sent something invalid (carries the raw frame)
     ├── StreamClosedError        the stream/session/client is closed
+    ├── SessionGoneError         a cluster session ended, or its worker's lease expired
     ├── SignatureError           a status callback failed its signature check
     └── APIError                 a REST API (Vobiz, or SignalWire's compat API) answered an error
     │   ├── InvalidRequestError  400 / 405 / 409 / 422
@@ -44,6 +45,7 @@ __all__ = [
     "RemoteProtocolError",
     "RequestTimeoutError",
     "ServerError",
+    "SessionGoneError",
     "SignatureError",
     "StreamClosedError",
     "TransportError",
@@ -99,6 +101,21 @@ class RemoteProtocolError(ProtocolError):
 
 class StreamClosedError(VobizError):
     """The stream, session, server or client was already closed."""
+
+
+class SessionGoneError(VobizError):
+    """A session controlled through ``vobiz_async.cluster`` is no longer there.
+
+    Attributes:
+        stream_id: the session's stream id.
+        reason: ``"ended"`` (the stream closed normally) or ``"lease-expired"`` (its
+            worker stopped renewing the registration: it died, stalled or lost Redis).
+    """
+
+    def __init__(self, stream_id: str, reason: str) -> None:
+        super().__init__(f"session {stream_id} is gone: {reason}")
+        self.stream_id = stream_id
+        self.reason = reason
 
 
 class SignatureError(VobizError):

@@ -12,7 +12,7 @@ import enum
 import re
 from collections.abc import Iterator, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -22,6 +22,7 @@ from .errors import CodecError, ValidationError
 from .events import Track
 
 if TYPE_CHECKING:  # the server imports nothing from here; no cycle at run time
+    from .cluster import Cluster, RemoteSession
     from .server import MediaServer, StreamSession
 
 __all__ = [
@@ -328,9 +329,18 @@ class StartedStream(BaseModel):
     api_id: str | None = None
     reconciled: bool = False
 
-    async def session(self, server: MediaServer, *, timeout: float | None = 10.0) -> StreamSession:
+    @overload
+    async def session(
+        self, server: MediaServer, *, timeout: float | None = 10.0
+    ) -> StreamSession: ...
+    @overload
+    async def session(self, server: Cluster, *, timeout: float | None = 10.0) -> RemoteSession: ...
+    async def session(
+        self, server: MediaServer | Cluster, *, timeout: float | None = 10.0
+    ) -> StreamSession | RemoteSession:
         """This stream's media session on ``server``, whether Vobiz's ``start`` arrived
-        before or after the REST answer (see ``MediaServer.wait_for_session``)."""
+        before or after the REST answer (see ``MediaServer.wait_for_session``); with a
+        ``Cluster``, its ``RemoteSession`` on whichever worker Vobiz dialed."""
         return await server.wait_for_session(self.stream_id, timeout=timeout)
 
     def to_json_dict(self) -> dict[str, Any]:

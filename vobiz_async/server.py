@@ -24,7 +24,7 @@ import logging
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from websockets.datastructures import Headers
@@ -40,6 +40,9 @@ from .events import MalformedFrame, StreamStarted
 from .protocol import InboundByteOrder, StreamProtocol
 from .session import Pacer, SessionStats, StreamSession
 from .tokens import TokenCheck, extract_token, verify_stream_token
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
 
 try:  # the C unmasking routine websockets itself uses
     from websockets.speedups import apply_mask
@@ -313,13 +316,13 @@ class _Connection(asyncio.Protocol):
         session = self.session
         if session is not None:
             for event in events:
-                if type(event) is StreamStarted:
-                    assert isinstance(event, StreamStarted)
-                    self.server._rebind(session, event)
-                elif type(event) is MalformedFrame:
+                if type(event) is MalformedFrame:
                     assert isinstance(event, MalformedFrame)
                     log.debug("malformed frame (%s): %s", event.reason, event.detail)
+            old_stream_id = session.stream_id
             session.events_received([e for e in events if type(e) is not MalformedFrame])
+            if session.stream_id != old_stream_id:
+                self.server._rebind(session, old_stream_id)
             return
         for event in events:
             if type(event) is StreamStarted:
@@ -449,6 +452,7 @@ class MediaServer:
         outbound_byte_order: ByteOrder = "little",
         outbound_format: AudioFormat | None = None,
         allow_from: Sequence[str] | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
         if token is not None and not token:
             raise ValidationError("token", "must not be empty")
@@ -483,9 +487,12 @@ class MediaServer:
         self._recent: dict[str, tuple[float, StreamSession]] = {}
         self._all_closed = asyncio.Event()
         self._closing = False
+        self.cluster = cluster
 
     async def start(self) -> MediaServer:
         """Bind and start accepting connections."""
+        if self.cluster is not None:  # first: a Redis failure leaves nothing bound
+            await self.cluster._attach(self)
         self._server = await self.loop.create_server(
             lambda: _Connection(self), self.host, self.port, reuse_address=True
         )
@@ -545,19 +552,16 @@ class MediaServer:
         for future in self._call_waiters.pop(session.call_id, []):
             if not future.done():
                 future.set_result(session)
+        if self.cluster is not None:
+            self.cluster._session_started(session)
 
-    def _rebind(self, session: StreamSession, started: StreamStarted) -> None:
-        """A second ``start`` on one socket: index the session by its new stream id (the
-        session takes the new ``started`` itself when it gets the event)."""
-        self._by_stream.pop(session.stream_id, None)
-        self._by_stream[started.stream_id] = session
-        self._by_call[started.call_id] = session
-        for future in self._stream_waiters.pop(started.stream_id, []):
-            if not future.done():
-                future.set_result(session)
-        for future in self._call_waiters.pop(started.call_id, []):
-            if not future.done():
-                future.set_result(session)
+    def _rebind(self, session: StreamSession, old_stream_id: str) -> None:
+        """A second ``start`` on one socket gave the session a new stream id: index it
+        under the new one (and tell the cluster, if any)."""
+        if self._by_stream.get(old_stream_id) is session:
+            del self._by_stream[old_stream_id]
+        self._register(session)
+        self.stats.sessions -= 1
 
     def _count_dropped_frame(self) -> None:
         self.stats.dropped_frames += 1
@@ -567,6 +571,8 @@ class MediaServer:
             del self._by_stream[session.stream_id]
         if self._by_call.get(session.call_id) is session:
             del self._by_call[session.call_id]
+        if self.cluster is not None:
+            self.cluster._session_ended(session)
         # Callbacks like DroppedStream arrive after the socket closed: remember closed
         # sessions for RECENT_SECONDS (at most RECENT_MAX of them) to route those.
         now = self.loop.time()
@@ -694,6 +700,7 @@ def serve(
     outbound_byte_order: ByteOrder = "little",
     outbound_format: AudioFormat | None = None,
     allow_from: Sequence[str] | None = None,
+    cluster: Cluster | None = None,
 ) -> MediaServer:
     """Create the media server; ``async with serve(...) as server`` (or ``await serve(...)``).
 
@@ -711,6 +718,8 @@ def serve(
         allow_from: accept connections only from these networks (CIDR strings), e.g.
             ``VOBIZ_MEDIA_NETWORKS`` plus your own test hosts; others are dropped at
             once. Behind a TLS proxy the peer is the proxy: filter there instead.
+        cluster: a :class:`~vobiz_async.cluster.Cluster` to register every session in,
+            so any process can find and control it (``vobiz-async[cluster]``).
     """
     return MediaServer(
         handler,
@@ -724,4 +733,5 @@ def serve(
         outbound_byte_order=outbound_byte_order,
         outbound_format=outbound_format,
         allow_from=allow_from,
+        cluster=cluster,
     )

@@ -213,6 +213,13 @@ class StreamSession:
         self.close_code: int | None = None
         self.status_callbacks: list[Any] = []  # parsed StreamStatusCallback objects
         self.recorder: CallRecorder | None = None
+        self._observer: Callable[[InboundEvent], None] | None = None
+
+    def observe(self, callback: Callable[[InboundEvent], None] | None) -> None:
+        """Call ``callback`` with every event as it is queued for the application, on the
+        read path (it must not block); None removes it. Used by ``vobiz_async.cluster``
+        to publish a session's events; one observer at a time."""
+        self._observer = callback
 
     # ------------------------------------------------------------------ identity
     @property
@@ -349,6 +356,8 @@ class StreamSession:
     # --------------------------------------------------------------------- inbound
     def _deliver(self, event: InboundEvent) -> None:
         """Queue an event for the application (called on the read path; never blocks)."""
+        if self._observer is not None:
+            self._observer(event)
         queue = self._queue
         if type(event) is AudioReceived:
             assert isinstance(event, AudioReceived)
