@@ -81,6 +81,7 @@ def scripted_wav(path: Path, rate: int = 8000) -> Path:
             speech = speech_like(length, rate, seed=seed + index, level=9000)
             offset = int(start * rate) * 2
             side[offset : offset + len(speech)] = speech
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_wav(path, interleave_stereo(bytes(caller), bytes(agent)), rate, channels=2)
     return path
 

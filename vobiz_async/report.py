@@ -23,6 +23,7 @@ call renders in about a tenth of a second.
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import wave
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from urllib.parse import quote
 from .errors import CodecError
 from .trace import read_trace
 
-__all__ = ["COLUMNS", "EMBED_MAX_BYTES", "render"]
+__all__ = ["COLUMNS", "EMBED_MAX_BYTES", "EXACT_BELOW", "render"]
 
 EMBED_MAX_BYTES: Final = 512 * 1024
 """The largest WAV embedded in the page as a ``data:`` URI; larger ones are linked."""
@@ -62,40 +63,73 @@ _OUTCOME_COLOURS = {
     "pending": "#a16207",
 }
 
-# Column extremes from high bytes: _CLASS_OF maps a raw high byte to the class (0..15)
-# of its level in offset order (level + 128); _RAW[v] is the raw byte of offset level v.
-_CLASS_OF = bytes(((b ^ 0x80) >> 4) for b in range(256))
-_RAW = [bytes((v ^ 0x80,)) for v in range(256)]
-_CLASS = [bytes((k,)) for k in range(16)]
+# Column extremes without a loop over samples. Each search is a memchr (``in``) per
+# candidate byte value, narrowed first to one of 16 classes (the high nibble).
+_NIBBLE = bytes(b >> 4 for b in range(256))
+_BYTE = [bytes((v,)) for v in range(256)]
+# A signed high byte in offset order (v = level + 128): its class, and its raw byte.
+_OFFSET_NIBBLE = bytes((b ^ 0x80) >> 4 for b in range(256))
+_OFFSET_BYTE = [bytes((v ^ 0x80,)) for v in range(256)]
+EXACT_BELOW: Final = 16384
+"""While the loudest sample so far is below this, column extremes are exact to the
+sample; above it, the high byte alone is used (1/256 of full scale: under a pixel)."""
 
 
-def _extremes(high: bytes) -> tuple[int, int]:
-    """The lowest and highest signed high byte (-128..127) in ``high``: a memchr per
-    candidate value, narrowed to one of 16 classes first, so no loop over samples."""
+def _top(data: bytes, classes: bytes, patterns: list[bytes]) -> int:
+    """The largest value v whose ``patterns[v]`` occurs in ``data`` (``classes`` holds
+    each byte's class, v >> 4)."""
+    for k in range(15, -1, -1):
+        if _BYTE[k] in classes:
+            for v in range(16 * k + 15, 16 * k - 1, -1):
+                if patterns[v] in data:
+                    return v
+    return 0
+
+
+def _bottom(data: bytes, classes: bytes, patterns: list[bytes]) -> int:
+    """The smallest value v whose ``patterns[v]`` occurs in ``data``."""
+    for k in range(16):
+        if _BYTE[k] in classes:
+            for v in range(16 * k, 16 * k + 16):
+                if patterns[v] in data:
+                    return v
+    return 255
+
+
+@functools.cache
+def _select(value: int, keep: int, other: int) -> bytes:
+    """A translate table: ``value`` to ``keep``, every other byte to ``other``."""
+    return bytes(keep if b == value else other for b in range(256))
+
+
+def _extremes(low: bytes, high: bytes, exact: bool) -> tuple[int, int]:
+    """The smallest and largest 16-bit sample, given their low and high bytes.
+
+    The high bytes give the extremes to 1/256 of full scale. With ``exact``, the low
+    bytes of just the samples with that high byte (masked with big-int ``&`` and ``|``,
+    which run in C) give the exact values; without, the low byte is taken as 128.
+    """
     if not high:
         return 0, 0
-    classes = high.translate(_CLASS_OF)
-    low = top = 128
-    for k in range(16):
-        if _CLASS[k] in classes:
-            for v in range(16 * k, 16 * k + 16):
-                if _RAW[v] in high:
-                    low = v
-                    break
-            break
-    for k in range(15, -1, -1):
-        if _CLASS[k] in classes:
-            for v in range(16 * k + 15, 16 * k - 1, -1):
-                if _RAW[v] in high:
-                    top = v
-                    break
-            break
-    return low - 128, top - 128
+    classes = high.translate(_OFFSET_NIBBLE)
+    top = _top(high, classes, _OFFSET_BYTE)
+    bottom = _bottom(high, classes, _OFFSET_BYTE)
+    if not exact:
+        return (bottom - 128) * 256 + 128, (top - 128) * 256 + 128
+    size = len(low)
+    lows = int.from_bytes(low, "little")
+    mask = int.from_bytes(high.translate(_select(top ^ 0x80, 255, 0)), "little")
+    kept = (mask & lows).to_bytes(size, "little")  # low bytes of the top samples, else 0
+    mask = int.from_bytes(high.translate(_select(bottom ^ 0x80, 0, 255)), "little")
+    filled = (mask | lows).to_bytes(size, "little")  # low bytes of the bottom ones, else 255
+    highest = _top(kept, kept.translate(_NIBBLE), _BYTE)
+    lowest = _bottom(filled, filled.translate(_NIBBLE), _BYTE)
+    return (bottom - 128) * 256 + lowest, (top - 128) * 256 + highest
 
 
 @dataclass(slots=True)
 class _Audio:
-    """A WAV's envelopes: per column, (lowest, highest) high byte of each channel."""
+    """A WAV's envelopes: per column, (lowest, highest) sample of each channel."""
 
     sample_rate: int
     channels: int
@@ -122,10 +156,15 @@ def _read_envelopes(path: Path, columns: int) -> _Audio:
             bounds = [frames * c // count for c in range(count + 1)]
             step = 2 * channels
             envelopes: list[list[tuple[int, int]]] = [[] for _ in range(channels)]
+            peak = 0
             for c in range(count):
                 raw = wav.readframes(bounds[c + 1] - bounds[c])
                 for channel in range(channels):
-                    envelopes[channel].append(_extremes(raw[2 * channel + 1 :: step]))
+                    low, high = _extremes(
+                        raw[2 * channel :: step], raw[2 * channel + 1 :: step], peak < EXACT_BELOW
+                    )
+                    envelopes[channel].append((low, high))
+                    peak = max(peak, high, -low)
             return _Audio(wav.getframerate(), channels, frames, path.stat().st_size, envelopes)
     except (wave.Error, EOFError) as exc:
         raise CodecError(f"{path}: not a readable WAV file ({exc})") from exc
@@ -261,8 +300,8 @@ class _Timeline:
         tops: list[str] = []
         lows: list[str] = []
         for x, (low, high) in zip(column_x, extremes, strict=True):
-            y_top = min(centre - 0.5, centre - (high * 256 + 128) / scale * half)
-            y_low = max(centre + 0.5, centre - (low * 256 + 128) / scale * half)
+            y_top = min(centre - 0.5, centre - high / scale * half)
+            y_low = max(centre + 0.5, centre - low / scale * half)
             xs = _fmt(x)
             tops.append(f"{xs},{_fmt(y_top)}")
             lows.append(f"{xs},{_fmt(y_low)}")
@@ -547,7 +586,7 @@ def render(
     span = line.x(audio.duration) - _LEFT
     column_x = [_LEFT + span * (c + 0.5) / count for c in range(count)]
     peak = max((max(-lo, hi) for ch in audio.columns for lo, hi in ch), default=0)
-    scale = max(peak * 256 + 255, 1024)  # full lane at the call's peak; quiet stays quiet
+    scale = max(peak, 1024)  # full lane at the call's peak; quiet stays quiet
     lanes = (("caller", CALLER_COLOUR, _CALLER), ("agent", AGENT_COLOUR, _AGENT))
     for (name, colour, lane), extremes in zip(lanes, audio.columns, strict=False):
         line.envelope(name, colour, lane, column_x, extremes, scale)
