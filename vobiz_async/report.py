@@ -535,7 +535,7 @@ svg text{font:11px system-ui,sans-serif;fill:#374151}
 .band{fill:#bbf7d0;fill-opacity:.6}
 .band-cut{fill:#fed7aa;fill-opacity:.6}
 .band-label{fill:#166534}
-.gap{fill:#f59e0b;fill-opacity:.25}
+.gap{fill:#6b7280;fill-opacity:.22}
 .drop{fill:#dc2626}
 .dtmf rect{fill:#7c3aed}
 .dtmf text{fill:#fff;font-weight:700}
@@ -608,7 +608,7 @@ def render(
             ("#fed7aa", "cut by barge-in"),
             (_OUTCOME_COLOURS["played"], "checkpoint played"),
             ("#dc2626", "barge-in, drops"),
-            ("#f59e0b", "no caller audio"),
+            ("#c4c7cc", "no caller audio (gap)"),
             ("#7c3aed", "DTMF"),
         )
     )
