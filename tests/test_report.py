@@ -15,9 +15,10 @@ from tests._call import scripted_call, scripted_wav
 from vobiz_async.cli import main
 from vobiz_async.codec import write_wav
 from vobiz_async.errors import CodecError
+from vobiz_async.protocol import ClearSummary
 from vobiz_async.report import AGENT_COLOUR, CALLER_COLOUR, EMBED_MAX_BYTES, render
 from vobiz_async.testing import speech_like
-from vobiz_async.trace import TraceError
+from vobiz_async.trace import CallTrace, TraceError
 
 SVG = "{http://www.w3.org/2000/svg}"
 XHTML = "{http://www.w3.org/1999/xhtml}"
@@ -189,3 +190,21 @@ def test_cli_report_missing_or_unreadable_files_exit_2(
         captured = capsys.readouterr()
         assert captured.out == "" and len(captured.err.strip().splitlines()) == 1
         assert captured.err.startswith("vobiz-async: error: ")
+
+
+def test_crowded_labels_are_left_out_but_every_marker_stays(tmp_path: Path) -> None:
+    """With more markers than label room, each still has its line and tooltip, barge-in
+    labels are kept first."""
+    wav = scripted_wav(tmp_path / "call.wav")
+    trace = CallTrace(0.0)
+    for index in range(120):
+        trace.checkpoint_outcome(f"cp-{index}", "played", now=index * 0.1)
+    trace.clear(ClearSummary(500.0, 100.0, 400.0, ()), now=6.05)
+    svg = _svg(render(wav, trace.write(tmp_path / "call.wav")))
+    markers = _groups(svg, "checkpoint")
+    assert len(markers) == 120
+    assert all(g.findtext(f"{SVG}title") for g in markers)
+    labelled = [g for g in markers if g.find(f"{SVG}text") is not None]
+    assert 0 < len(labelled) < 120
+    (clear,) = _groups(svg, "clear")
+    assert "heard 400 ms of 500 ms" in "".join(clear.itertext())

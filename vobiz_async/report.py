@@ -241,20 +241,20 @@ class _Timeline:
     def __init__(self, length: float) -> None:
         self.length = max(length, 0.001)
         self.parts: list[str] = []
-        self.row_ends = [float("-inf")] * len(_LABEL_ROWS)
+        self.rows: list[list[tuple[float, float]]] = [[] for _ in _LABEL_ROWS]
 
     def x(self, t: float) -> float:
         return _LEFT + COLUMNS * min(max(t, 0.0), self.length) / self.length
 
-    def label_y(self, x: float, text: str) -> float:
-        """The first label row free at ``x`` (or the one that frees up soonest)."""
-        width = 6.2 * len(text) + 8
-        row = next(
-            (i for i, end in enumerate(self.row_ends) if end <= x),
-            min(range(len(self.row_ends)), key=self.row_ends.__getitem__),
-        )
-        self.row_ends[row] = x + width
-        return _LABEL_ROWS[row]
+    def label_y(self, start: float, width: float) -> float | None:
+        """The first label row with room from ``start`` for ``width``, which it takes;
+        None when every row is taken there (the marker keeps its tooltip)."""
+        end = start + width
+        for row, taken in enumerate(self.rows):
+            if all(end <= left or start >= right for left, right in taken):
+                taken.append((start, end))
+                return _LABEL_ROWS[row]
+        return None
 
     def axis(self) -> None:
         steps = (0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
@@ -316,18 +316,19 @@ class _Timeline:
     def marker(
         self, kind: str, t: float, colour: str, label: str, title: str, dashed: bool = False
     ) -> None:
-        """A vertical line from a label row down through both lanes, with a tooltip."""
+        """A vertical line from a label row down through both lanes, with a tooltip; the
+        label is left out where the rows are full (dense calls)."""
         x = self.x(t)
         width = 6.2 * len(label) + 8
         right = x + width > _LEFT + COLUMNS  # near the end: the label goes left of the line
-        y = self.label_y(x - width if right else x, label)
+        y = self.label_y(x - width if right else x, width)
         dash = ' stroke-dasharray="4 3"' if dashed else ""
         anchor = f'x="{_fmt(x - 3)}" text-anchor="end"' if right else f'x="{_fmt(x + 3)}"'
+        text = "" if y is None else f'<text {anchor} y="{y}" fill="{colour}">{_text(label)}</text>'
         self.parts.append(
             f'<g class="marker {kind}"><title>{_text(title)}</title>'
-            f'<line x1="{_fmt(x)}" y1="{y + 3}" x2="{_fmt(x)}" y2="{_AGENT[1]}"'
-            f' stroke="{colour}" stroke-width="1.5"{dash}/>'
-            f'<text {anchor} y="{y}" fill="{colour}">{_text(label)}</text></g>'
+            f'<line x1="{_fmt(x)}" y1="{_AXIS_Y if y is None else y + 3}" x2="{_fmt(x)}"'
+            f' y2="{_AGENT[1]}" stroke="{colour}" stroke-width="1.5"{dash}/>{text}</g>'
         )
 
     def svg(self, description: str) -> str:
@@ -394,27 +395,7 @@ def _draw_call(line: _Timeline, call: _Call) -> None:
             f'<text x="{_fmt(x)}" y="{_CALLER[0] + 16}" text-anchor="middle">'
             f"{_text(digit.get('digit'))}</text></g>"
         )
-    answered = {(o.get("name")) for o in call.outcomes}
-    for sent in call.sent:
-        if sent.get("name") not in answered:
-            name = str(sent.get("name"))
-            line.marker(
-                "checkpoint",
-                _num(sent.get("t")),
-                _OUTCOME_COLOURS["pending"],
-                f"{name}: sent",
-                f"checkpoint {name} sent at {_num(sent.get('t')):.3f}s, no outcome recorded",
-            )
-    due = {s.get("name"): s.get("due") for s in call.sent}
-    for outcome in call.outcomes:
-        name, result = str(outcome.get("name")), str(outcome.get("outcome"))
-        t = _num(outcome.get("t"))
-        title = f"checkpoint {name}: {result} at {t:.3f}s"
-        if due.get(name) is not None and result == "played":
-            title += f" ({(t - _num(due[name])) * 1000:.0f} ms after its estimated end)"
-        line.marker(
-            "checkpoint", t, _OUTCOME_COLOURS.get(result, "#374151"), f"{name}: {result}", title
-        )
+    # Barge-ins and the end first: where labels crowd, theirs are kept.
     for clear in call.clears:
         heard = _heard(clear)
         line.marker(
@@ -442,6 +423,27 @@ def _draw_call(line: _Timeline, call: _Call) -> None:
             "#374151",
             f"close {call.close.get('code')}",
             f"WebSocket closed with {call.close.get('code')} {call.close.get('reason') or ''}",
+        )
+    answered = {(o.get("name")) for o in call.outcomes}
+    for sent in call.sent:
+        if sent.get("name") not in answered:
+            name = str(sent.get("name"))
+            line.marker(
+                "checkpoint",
+                _num(sent.get("t")),
+                _OUTCOME_COLOURS["pending"],
+                f"{name}: sent",
+                f"checkpoint {name} sent at {_num(sent.get('t')):.3f}s, no outcome recorded",
+            )
+    due = {s.get("name"): s.get("due") for s in call.sent}
+    for outcome in call.outcomes:
+        name, result = str(outcome.get("name")), str(outcome.get("outcome"))
+        t = _num(outcome.get("t"))
+        title = f"checkpoint {name}: {result} at {t:.3f}s"
+        if due.get(name) is not None and result == "played":
+            title += f" ({(t - _num(due[name])) * 1000:.0f} ms after its estimated end)"
+        line.marker(
+            "checkpoint", t, _OUTCOME_COLOURS.get(result, "#374151"), f"{name}: {result}", title
         )
 
 
