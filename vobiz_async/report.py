@@ -272,7 +272,8 @@ class _Timeline:
         out.append("</g>")
         self.parts.append("".join(out))
 
-    def lanes(self) -> None:
+    def lanes(self, frames: bool) -> None:
+        """The caller's and agent's lanes, and the frames lane's label with a trace."""
         for name, (top, bottom) in (("caller", _CALLER), ("agent", _AGENT)):
             self.parts.append(
                 f'<rect class="lane" x="{_LEFT}" y="{top}" width="{COLUMNS}"'
@@ -280,10 +281,11 @@ class _Timeline:
                 f'<text class="lane-label" x="{_LEFT - 8}" y="{(top + bottom) / 2 + 4:g}"'
                 f' text-anchor="end">{name}</text>'
             )
-        self.parts.append(
-            f'<text class="lane-label" x="{_LEFT - 8}" y="{_HEALTH[1] - 5}"'
-            f' text-anchor="end">frames</text>'
-        )
+        if frames:
+            self.parts.append(
+                f'<text class="lane-label" x="{_LEFT - 8}" y="{_HEALTH[1] - 5}"'
+                f' text-anchor="end">frames</text>'
+            )
 
     def envelope(
         self,
@@ -551,6 +553,17 @@ th{color:#4b5563;font-weight:500}
 """
 
 
+_TRACE_LEGEND = (
+    ("#bbf7d0", "utterance"),
+    ("#fed7aa", "cut by barge-in"),
+    (_OUTCOME_COLOURS["played"], "checkpoint played"),
+    ("#dc2626", "barge-in, drops"),
+    ("#c4c7cc", "no caller audio (gap)"),
+    ("#7c3aed", "DTMF"),
+)
+"""Legend entries for what only a trace draws."""
+
+
 def render(
     wav_path: str | Path,
     trace_path: str | Path | None = None,
@@ -581,7 +594,7 @@ def render(
     call = _Call.of(read_trace(trace_path)) if trace_path is not None else None
     line = _Timeline(max(audio.duration, call.end if call is not None else 0.0))
     line.axis()
-    line.lanes()
+    line.lanes(call is not None)
     if call is not None:
         _draw_call(line, call)
     count = len(audio.columns[0])
@@ -601,19 +614,10 @@ def render(
     rows = "".join(
         f"<tr><th>{_text(k)}</th><td>{_text(v)}</td></tr>" for k, v in _figures(audio, call, wav)
     )
-    legend = "".join(
-        f'<span style="background:{colour}"></span>{label}'
-        for colour, label in (
-            (CALLER_COLOUR, "caller"),
-            (AGENT_COLOUR, "agent"),
-            ("#bbf7d0", "utterance"),
-            ("#fed7aa", "cut by barge-in"),
-            (_OUTCOME_COLOURS["played"], "checkpoint played"),
-            ("#dc2626", "barge-in, drops"),
-            ("#c4c7cc", "no caller audio (gap)"),
-            ("#7c3aed", "DTMF"),
-        )
-    )
+    keys = [(CALLER_COLOUR, "caller"), (AGENT_COLOUR, "agent")]
+    if call is not None:
+        keys += _TRACE_LEGEND
+    legend = "".join(f'<span style="background:{c}"></span>{label}' for c, label in keys)
     return (
         '<!DOCTYPE html>\n<html xmlns="http://www.w3.org/1999/xhtml" lang="en">\n'
         f'<head><meta charset="utf-8"/><title>{_text(title)}</title>'
