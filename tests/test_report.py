@@ -115,9 +115,11 @@ def test_long_wav_is_linked_not_embedded(tmp_path: Path) -> None:
 def test_wav_alone_renders_both_channels(tmp_path: Path) -> None:
     """Without a trace the page still draws both envelopes, with no event markers."""
     wav = scripted_wav(tmp_path / "call.wav")
-    svg = _svg(render(wav))
+    html = render(wav)
+    svg = _svg(html)
     assert {p.get("data-channel") for p in svg.iter(f"{SVG}path")} == {"caller", "agent"}
     assert not _groups(svg, "marker") and not _groups(svg, "utterance")
+    assert "frames" not in "".join(svg.itertext()) and "DTMF" not in html
 
 
 def test_envelope_follows_the_audio(tmp_path: Path) -> None:
