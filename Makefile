@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit coverage bench soak clean test-matrix
+.PHONY: demo test lint typecheck unit coverage bench soak clean test-matrix report-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_codec.py
 	$(BIN)/python benchmarks/bench_protocol.py
 	$(BIN)/python benchmarks/bench_server.py
+
+# A call report rendered by headless Chromium to a PNG, checked not blank with the
+# timeline drawn (needs `chromium`; .ci/run installs it).
+report-check: $(STAMP)
+	$(BIN)/python -m tests.report_check --out build/report-check
 
 soak: $(STAMP)
 	$(BIN)/python benchmarks/soak.py

@@ -428,6 +428,48 @@ def _add_signalwire(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     stop.set_defaults(handler=_signalwire_streams_stop)
 
 
+async def _report(args: argparse.Namespace) -> Any:
+    return await asyncio.to_thread(_write_report, args.wav, args.trace, args.out)
+
+
+def _write_report(wav_arg: str, trace_arg: str | None, out_arg: str | None) -> dict[str, Any]:
+    """Render CALL.wav (and its trace) to CALL.html; a missing or unreadable file is a
+    usage error (exit 2)."""
+    import os
+
+    from .errors import CodecError
+    from .report import render
+    from .trace import TraceError
+
+    wav = Path(wav_arg)
+    if not wav.is_file():
+        raise ValidationError("wav", f"{wav}: no such file")
+    trace = Path(trace_arg) if trace_arg else wav.with_suffix(".jsonl")
+    if trace_arg and not trace.is_file():
+        raise ValidationError("trace", f"{trace}: no such file")
+    out = Path(out_arg) if out_arg else wav.with_suffix(".html")
+    href = Path(os.path.relpath(wav.resolve(), out.resolve().parent)).as_posix()
+    try:
+        page = render(wav, trace if trace.is_file() else None, audio_href=href)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        size = out.write_bytes(page.encode("utf-8"))
+    except CodecError as exc:
+        raise ValidationError("wav", str(exc)) from None
+    except TraceError as exc:
+        raise ValidationError("trace", str(exc)) from None
+    except OSError as exc:
+        raise ValidationError("file", f"{exc.filename or wav}: {exc.strerror or exc}") from None
+    return {"html": str(out), "bytes": size}
+
+
+def _add_report(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    rep = sub.add_parser("report", help="draw a call (WAV and trace) as one HTML page")
+    rep.add_argument("wav", metavar="CALL.wav", help="stereo: caller left, agent right")
+    rep.add_argument("--trace", metavar="CALL.jsonl", help="default: CALL.jsonl if present")
+    rep.add_argument("--out", metavar="CALL.html", help="default: CALL.html beside the WAV")
+    rep.set_defaults(handler=_report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every command."""
     parser = argparse.ArgumentParser(
@@ -444,6 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_callbacks(sub)
     _add_signalwire(sub)
     _add_sessions(sub)
+    _add_report(sub)
     return parser
 
 
