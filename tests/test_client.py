@@ -17,6 +17,7 @@ from vobiz_async.errors import (
     RateLimitError,
     RequestTimeoutError,
     ServerError,
+    StartOutcomeUnknownError,
     StreamClosedError,
     TransportError,
     ValidationError,
@@ -218,14 +219,28 @@ async def test_start_with_lost_response_is_reconciled_not_duplicated(fake: FakeV
     assert [r.method for r in fake.requests] == ["POST", "GET"]
 
 
-async def test_start_timeout_without_effect_lists_then_reposts_once(fake: FakeVobiz) -> None:
-    """A start that timed out before creating anything is posted again, once."""
+async def test_start_timeout_lists_twice_and_never_reposts_blind(fake: FakeVobiz) -> None:
+    """A timed-out start may still be in flight: list, wait, list, then a typed error."""
     call = fake.call()
     fake.inject(delay=0.5, method="POST")
-    async with fake.client(timeout=Timeouts(connect=1.0, total=0.2)) as client:
+    retry = RetryPolicy(base_delay=0.01, reconcile_delay=0.05)
+    async with fake.client(timeout=Timeouts(connect=1.0, total=0.2), retry=retry) as client:
+        with pytest.raises(StartOutcomeUnknownError) as info:
+            await client.streams.start(call.call_uuid, WS)
+    err = info.value
+    assert (err.call_uuid, err.service_url, err.reason) == (call.call_uuid, WS, "not-listed")
+    assert isinstance(err.cause, RequestTimeoutError)
+    assert [r.method for r in fake.requests] == ["POST", "GET", "GET"]
+
+
+async def test_start_5xx_without_effect_lists_then_reposts_once(fake: FakeVobiz) -> None:
+    """A 500 means Vobiz finished and failed: after two empty lists, one re-post."""
+    call = fake.call()
+    fake.inject(500, method="POST")
+    async with fake.client(retry=RetryPolicy(base_delay=0.01, reconcile_delay=0.01)) as client:
         started = await client.streams.start(call.call_uuid, WS)
     assert not started.reconciled and list(fake.streams) == [started.stream_id]
-    assert [r.method for r in fake.requests] == ["POST", "GET", "POST"]
+    assert [r.method for r in fake.requests] == ["POST", "GET", "GET", "POST"]
 
 
 async def test_timeout_error_is_also_a_timeout_error(fake: FakeVobiz) -> None:
@@ -332,7 +347,7 @@ async def test_garbage_success_bodies_are_transport_errors(body: str) -> None:
 
 
 async def test_start_without_stream_id_in_a_2xx_is_refused() -> None:
-    """Any 2xx with a stream_id is success; one without it is an error, not a None id."""
+    """A 2xx without a stream_id and an unreachable list: outcome unknown, not a None id."""
     with aioresponses() as mocked:
         mocked.post(
             ANY_STREAM,
@@ -341,8 +356,9 @@ async def test_start_without_stream_id_in_a_2xx_is_refused() -> None:
             response_class=CompatResponse,
         )
         async with VobizClient("MA_X", "t") as client:
-            with pytest.raises(TransportError):
+            with pytest.raises(StartOutcomeUnknownError) as info:
                 await client.streams.start("c1", WS)
+    assert info.value.reason == "list-failed" and info.value.status_code == 200
 
 
 async def test_openapi_200_start_shape_is_accepted() -> None:

@@ -211,15 +211,24 @@ class TransportError(RestError):
     Attributes:
         method, url: the request that failed.
         retryable: True for connection-level failures.
+        sent: False when the connection was never established, so the server cannot
+            have acted on the request; True or None (unknown) otherwise.
     """
 
     def __init__(
-        self, message: str, *, method: str = "", url: str = "", retryable: bool = True
+        self,
+        message: str,
+        *,
+        method: str = "",
+        url: str = "",
+        retryable: bool = True,
+        sent: bool | None = None,
     ) -> None:
         super().__init__(message + (f" ({method} {url})" if method else ""))
         self.method = method
         self.url = url
         self.retryable = retryable
+        self.sent = sent
 
 
 class RequestTimeoutError(TransportError, TimeoutError):
@@ -247,9 +256,7 @@ class ResponseTooLargeError(InvalidResponseError):
     """
 
     def __init__(self, limit: int, *, method: str = "", url: str = "") -> None:
-        super().__init__(
-            "too-large", f"response body over {limit} bytes", method=method, url=url
-        )
+        super().__init__("too-large", f"response body over {limit} bytes", method=method, url=url)
         self.limit = limit
 
 

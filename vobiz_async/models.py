@@ -44,6 +44,7 @@ __all__ = [
     "validate_service_url",
 ]
 
+
 class StreamStatus(enum.StrEnum):
     """A stream's ``status`` (spec 2.2). Unknown values are kept as plain strings."""
 
