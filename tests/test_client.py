@@ -4,25 +4,30 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import aiohttp
 import pytest
 from aioresponses import aioresponses
 
 from tests._aioresponses_compat import CompatResponse
-from vobiz_async.client import RetryPolicy, Timeouts, VobizClient
+from vobiz_async.client import RestLimits, RetryPolicy, Timeouts, VobizClient
 from vobiz_async.errors import (
+    APIError,
     AuthenticationError,
     NotFoundError,
+    PaginationLimitError,
     RateLimitError,
     RequestTimeoutError,
+    ResponseTooLargeError,
+    RestError,
     ServerError,
     StartOutcomeUnknownError,
     StreamClosedError,
     TransportError,
     ValidationError,
 )
-from vobiz_async.models import StreamStatus
+from vobiz_async.models import Stream, StreamPage, StreamStatus
 from vobiz_async.testing import FakeVobiz
 
 WS = "wss://agent.example.net/media?tenant=42&sess=9f1c"
@@ -373,3 +378,71 @@ async def test_openapi_200_start_shape_is_accepted() -> None:
         async with VobizClient("MA_X", "t") as client:
             started = await client.streams.start("c1", WS)
     assert started.stream_id == "str_1"
+
+
+@pytest.mark.parametrize(
+    "bad", [".", "..", "%2e%2e", "a?b", "a#b", "a/b", "a b", "", "\t", "x" * 129, "é"]
+)
+async def test_unsafe_ids_are_refused_before_any_request(fake: FakeVobiz, bad: str) -> None:
+    """A stream or call id outside [A-Za-z0-9_-]{1,128} never reaches a path."""
+    call = fake.call(audio=b"")
+    async with fake.client() as client:
+        with pytest.raises(ValidationError) as info:
+            await client.streams.stop(call.call_uuid, bad)
+        assert info.value.field == "stream_id"
+        with pytest.raises(ValidationError) as info:
+            await client.streams.stop_all(bad)
+        assert info.value.field == "call_uuid"
+    assert fake.requests == []
+
+
+async def test_rfc2822_and_unparseable_timestamps_are_read_not_fatal() -> None:
+    """RFC 2822 dates (also 'Sept') parse; an unknown format is kept raw, not an error."""
+    stream = Stream.model_validate(
+        {
+            "start_time": "Mon, 04 May 2026 10:02:11 +0000",
+            "end_time": "Fri, 04 Sept 2026 10:02:11 +0000",
+        }
+    )
+    assert stream.start_time == datetime(2026, 5, 4, 10, 2, 11, tzinfo=UTC)
+    assert stream.end_time is not None and stream.end_time.month == 9
+    odd = Stream.model_validate({"start_time": "yesterday", "end_time": 17})
+    assert (odd.start_time, odd.start_time_raw, odd.end_time_raw) == (None, "yesterday", "17")
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("false", False), ("FALSE", False), ("true", True)])
+def test_bidirectional_strings_in_responses(raw: str, expected: bool) -> None:
+    """The string "false" for bidirectional is read as False."""
+    assert Stream.model_validate({"bidirectional": raw}).bidirectional is expected
+
+
+def test_empty_object_list_body_is_an_empty_page() -> None:
+    """The bare list shape with nothing in it, {}, is an empty page."""
+    page = StreamPage.from_body({}, limit=20, offset=0)
+    assert (len(page), page.total) == (0, 0)
+
+
+async def test_iterate_is_bounded_by_rest_limits(fake: FakeVobiz) -> None:
+    """Fresh full pages forever stop at RestLimits.max_pages with a typed error."""
+    call = fake.call(audio=b"")
+    fake.inject(fresh_pages=True, count=1000, method="GET")
+    async with fake.client(limits=RestLimits(max_pages=3)) as client:
+        with pytest.raises(PaginationLimitError) as info:
+            async for _ in client.streams.iterate(call.call_uuid, page_size=5):
+                pass
+    assert (info.value.pages, info.value.items) == (3, 15)
+    assert len(fake.requests) == 3
+
+
+def test_rest_errors_share_a_root() -> None:
+    """APIError, TransportError and the start/list errors are all RestError."""
+    for cls in (
+        APIError,
+        TransportError,
+        StartOutcomeUnknownError,
+        PaginationLimitError,
+        ResponseTooLargeError,
+    ):
+        assert issubclass(cls, RestError)
+    with pytest.raises(ValidationError):
+        RestLimits(max_pages=0)
