@@ -14,8 +14,9 @@ from typing import Any
 
 from aiohttp import web
 
+from .._rules import check_callback_method, check_callback_url, format_extra_headers
 from ..codec import AudioFormat
-from ..errors import CodecError
+from ..errors import CodecError, ValidationError
 
 __all__ = ["FakeStreamRecord", "Fault", "RecordedRequest", "RestState"]
 
@@ -315,6 +316,20 @@ class RestState:
         timeout = body.get("stream_timeout", 86400)
         if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout <= 0:
             return _error(400, "Invalid stream_timeout")
+        try:  # the rules our client applies (spec 2.3), so the fake refuses what it would
+            method = check_callback_method(
+                body.get("status_callback_method", "POST"), "status_callback_method"
+            )
+            callback_url = check_callback_url(
+                body.get("status_callback_url"), "status_callback_url"
+            )
+            headers = body.get("extra_headers")
+            if headers is not None:
+                if not isinstance(headers, str):
+                    raise ValidationError("extra_headers", "must be a header:value,... string")
+                headers = format_extra_headers(headers, separator=":")
+        except ValidationError as exc:
+            return _error(400, f"Invalid {exc.field}: {exc.reason}")
         record = FakeStreamRecord(
             stream_id=str(uuid.uuid4()),
             call_uuid=call_uuid,
@@ -323,9 +338,9 @@ class RestState:
             audio_track=track,
             content_type=content_type,
             stream_timeout=timeout,
-            status_callback_url=body.get("status_callback_url"),
-            status_callback_method=str(body.get("status_callback_method", "POST")).upper(),
-            extra_headers=body.get("extra_headers"),
+            status_callback_url=callback_url,
+            status_callback_method=method or "POST",
+            extra_headers=headers,
         )
         self.streams[record.stream_id] = record
         if self._on_started is not None:
@@ -370,16 +385,18 @@ class RestState:
         """Register a stream started another way (an answer XML's ``<Stream>``)."""
         self.streams[record.stream_id] = record
 
-    async def stop(self, record: FakeStreamRecord, reason: str) -> None:
-        """Mark a stream completed and run the media half's hook.
+    async def stop(self, record: FakeStreamRecord, reason: str, status: str = "completed") -> None:
+        """Mark a stream ended and run the media half's hook.
 
         Args:
             reason: ``"api"`` (REST DELETE: Vobiz sends ``StopStream``), ``"hangup"``
                 (the call ended) or ``"ended"`` (the socket already closed).
+            status: ``"completed"``, or ``"failed"`` when the socket never opened
+                (handshake refused, unreachable).
         """
         if record.status != "in-progress":
             return
-        record.status = "completed"
+        record.status = status
         record.end_time = datetime.now(UTC)
         if self._on_stopped is not None:
             await self._on_stopped(record, reason)
