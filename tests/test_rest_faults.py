@@ -41,7 +41,12 @@ class Outcome:
 
 def _client(fake: FakeVobiz, *, total: float = 5.0, reconcile: float = 0.05) -> VobizClient:
     fields = RetryPolicy.__dataclass_fields__
-    retry: dict[str, Any] = {"attempts": 3, "base_delay": 0.01, "max_delay": 0.02, "reconcile_delay": reconcile}
+    retry: dict[str, Any] = {
+        "attempts": 3,
+        "base_delay": 0.01,
+        "max_delay": 0.02,
+        "reconcile_delay": reconcile,
+    }
     policy = RetryPolicy(**{k: v for k, v in retry.items() if k in fields})
     return fake.client(retry=policy, timeout=Timeouts(connect=1.0, total=total))
 
