@@ -223,6 +223,14 @@ START_SCENARIOS: dict[str, tuple[list[Fault], dict[str, float]]] = {
         [Fault(status=202, body=DEEP, method="POST", after=True)],
         {},
     ),
+    "2xx with a 2 MB body": (
+        [Fault(status=202, body=" " * (2 << 20), method="POST", after=True)],
+        {},
+    ),
+    "502 with a 2 MB HTML body after create": (
+        [Fault(status=502, body="<p>" * (1 << 20), method="POST", after=True)],
+        {},
+    ),
     "G1 400 'already active' after create": (
         [Fault(status=400, body='{"error": "stream already active"}', method="POST", after=True)],
         {},

@@ -381,6 +381,13 @@ class VobizClient:
                     data = await _read_capped(raw, self.limits.max_body_bytes, method, url)
                     body, problem = _parse_body(data.decode("utf-8", "replace"))
                     resp = _Response(raw.status, body, dict(raw.headers), problem)
+            except aiohttp.ConnectionTimeoutError:
+                failure = RequestTimeoutError(
+                    f"could not connect within {self.timeout.connect:g}s",
+                    method=method,
+                    url=url,
+                    sent=False,
+                )
             except TimeoutError:
                 failure = RequestTimeoutError(
                     f"no answer within {self.timeout.total:g}s", method=method, url=url
@@ -488,7 +495,8 @@ class StreamsAPI:
            request layer (a rate-limited request created nothing), and so is a
            connection that was never established.
         2. Otherwise the outcome is unclear (a timeout, a dropped connection, a 5xx, a
-           2xx without ``stream_id``, or a G1-style 400 "already active"): list the
+           2xx without ``stream_id``, an unreadable or oversized answer, or a G1-style
+           400 "already active"): list the
            call's streams and adopt an in-progress one with the same ``service_url``
            (``reconciled=True``).
         3. None listed: wait ``RetryPolicy.reconcile_delay`` and list once more, since a
@@ -537,7 +545,7 @@ class StreamsAPI:
                 if exc.sent is False and attempt < policy.attempts:
                     await asyncio.sleep(policy.delay(attempt - 1))
                     continue  # the connection never opened: nothing can have been created
-                if exc.sent is False or isinstance(exc, InvalidResponseError):
+                if exc.sent is False:
                     raise
                 cause: RestError = exc
                 reason, may_repost = "not-listed", False
