@@ -446,3 +446,13 @@ def test_rest_errors_share_a_root() -> None:
         assert issubclass(cls, RestError)
     with pytest.raises(ValidationError):
         RestLimits(max_pages=0)
+
+
+def test_positional_path_segments_are_checked_too() -> None:
+    """call_path() holds every segment to the safe-id pattern, not only the named ids."""
+    client = VobizClient("MA_X", "t")
+    assert (
+        client.call_path("c-1", "Stream", stream_id="s_1") == "/Account/MA_X/Call/c-1/Stream/s_1/"
+    )
+    with pytest.raises(ValidationError):
+        client.call_path("c-1", "Stream", "..")

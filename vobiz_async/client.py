@@ -328,7 +328,7 @@ class VobizClient:
 
         Args:
             call_uuid: checked against :data:`~vobiz_async._rules.SAFE_ID`.
-            rest: fixed segments chosen by the library (``"Stream"``).
+            rest: further segments (``"Stream"``), held to the same pattern.
             stream_id: checked like ``call_uuid``; appended last when given.
 
         Raises:
@@ -336,8 +336,9 @@ class VobizClient:
                 (``..``, ``.``, ``%2e%2e``, ``?``, ``#``, ``/``, spaces, empty, over 128).
         """
         ids = [check_safe_id(self.auth_id, "auth_id"), check_safe_id(call_uuid, "call_uuid")]
+        segments = [check_safe_id(part, "path") for part in rest]  # positional ids too
         tail = [] if stream_id is None else [check_safe_id(stream_id, "stream_id")]
-        parts = ["Account", ids[0], "Call", ids[1], *rest, *tail]
+        parts = ["Account", ids[0], "Call", ids[1], *segments, *tail]
         return "/" + "/".join(urllib.parse.quote(p, safe="") for p in parts) + "/"
 
     async def _request(

@@ -290,8 +290,8 @@ class StartOutcomeUnknownError(RestError):
 
     Raised instead of re-posting blind (spec 2.8: a POST is not idempotent). The stream,
     if it exists, is the call's in-progress stream whose ``service_url`` equals the one
-    below: list the call's streams later (``client.streams.iterate(call_uuid)``) to find
-    it, or stop it with ``stop_all(call_uuid)``.
+    below: look for it later with ``client.streams.find(call_uuid, service_url)``, or
+    stop it with ``stop_all(call_uuid)``.
 
     Attributes:
         call_uuid, service_url: identify the stream that may exist.
