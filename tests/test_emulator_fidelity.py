@@ -357,6 +357,7 @@ async def test_a_refused_handshake_ends_the_stream_failed(fake: FakeVobiz) -> No
         ('<Stream streamTimeout="1h">ws://127.0.0.1:9/x</Stream><Wait length="5"/>', "1h"),
         ("<Connect><Stream>ws://127.0.0.1:9/x</Stream></Connect>", "Connect"),
         ('<Stream statusCallbackMethod="PUT">ws://127.0.0.1:9/x</Stream>', "Method"),
+        ('<Stream>ws://127.0.0.1:9/x</Stream><Wait length="soon"/>', "soon"),
     ],
 )
 async def test_answer_xml_vobiz_cannot_run_drops_the_call(

@@ -70,6 +70,10 @@ def _check_answer(root: ET.Element) -> str | None:
             return "<Connect> is a Twilio verb; Vobiz streams with a top-level <Stream>"
         if element.tag not in _VERBS:
             return f"unknown verb <{element.tag}>"
+        for verb, name in (("Wait", "length"), ("Record", "maxLength")):
+            value = element.get(name)
+            if element.tag == verb and value is not None and not value.strip().isdigit():
+                return f"<{verb} {name}>: {value!r} is not whole seconds"
         if element.tag != "Stream":
             continue
         try:
