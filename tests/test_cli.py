@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -11,6 +12,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from vobiz_async.cli import main
+from vobiz_async.client import VobizClient
+from vobiz_async.errors import NotFoundError
 from vobiz_async.testing import FakeVobiz
 
 WS = "wss://agent.example.net/media"
@@ -94,3 +97,41 @@ def test_python_m_entry_point_runs() -> None:
         [sys.executable, "-m", "vobiz_async", "--help"], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0 and "streams" in done.stdout
+
+
+async def test_emulate_an_unreachable_url_exits_1_with_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`emulate` against a closed port is exit 1 with one stderr line, not a zero report."""
+    code = await asyncio.to_thread(main, ["emulate", "ws://127.0.0.1:9/agent", "--seconds", "0.2"])
+    out = capsys.readouterr()
+    assert code == 1 and out.out == ""
+    assert len(out.err.strip().splitlines()) == 1 and "could not connect" in out.err
+
+
+async def test_emulate_rest_only_serves_the_fake_api_until_sigint() -> None:
+    """`emulate --rest-only` prints base URL and credentials as JSON; the API answers them."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "vobiz_async",
+        "emulate",
+        "--rest-only",
+        "--port",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(30):
+            info = json.loads(await proc.stdout.readline())
+            client = VobizClient(info["auth_id"], info["auth_token"], base_url=info["base_url"])
+            async with client:
+                with pytest.raises(NotFoundError):
+                    await client.streams.start("no-such-call", WS)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        await asyncio.wait_for(proc.wait(), 30)
+    assert info["base_url"].startswith("http://127.0.0.1:") and info["auth_id"] == "MA_FAKE0001"
+    assert proc.returncode == 0

@@ -4,24 +4,30 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import aiohttp
 import pytest
 from aioresponses import aioresponses
 
 from tests._aioresponses_compat import CompatResponse
-from vobiz_async.client import RetryPolicy, Timeouts, VobizClient
+from vobiz_async.client import RestLimits, RetryPolicy, Timeouts, VobizClient
 from vobiz_async.errors import (
+    APIError,
     AuthenticationError,
     NotFoundError,
+    PaginationLimitError,
     RateLimitError,
     RequestTimeoutError,
+    ResponseTooLargeError,
+    RestError,
     ServerError,
+    StartOutcomeUnknownError,
     StreamClosedError,
     TransportError,
     ValidationError,
 )
-from vobiz_async.models import StreamStatus
+from vobiz_async.models import Stream, StreamPage, StreamStatus
 from vobiz_async.testing import FakeVobiz
 
 WS = "wss://agent.example.net/media?tenant=42&sess=9f1c"
@@ -218,14 +224,28 @@ async def test_start_with_lost_response_is_reconciled_not_duplicated(fake: FakeV
     assert [r.method for r in fake.requests] == ["POST", "GET"]
 
 
-async def test_start_timeout_without_effect_lists_then_reposts_once(fake: FakeVobiz) -> None:
-    """A start that timed out before creating anything is posted again, once."""
+async def test_start_timeout_lists_twice_and_never_reposts_blind(fake: FakeVobiz) -> None:
+    """A timed-out start may still be in flight: list, wait, list, then a typed error."""
     call = fake.call()
     fake.inject(delay=0.5, method="POST")
-    async with fake.client(timeout=Timeouts(connect=1.0, total=0.2)) as client:
+    retry = RetryPolicy(base_delay=0.01, reconcile_delay=0.05)
+    async with fake.client(timeout=Timeouts(connect=1.0, total=0.2), retry=retry) as client:
+        with pytest.raises(StartOutcomeUnknownError) as info:
+            await client.streams.start(call.call_uuid, WS)
+    err = info.value
+    assert (err.call_uuid, err.service_url, err.reason) == (call.call_uuid, WS, "not-listed")
+    assert isinstance(err.cause, RequestTimeoutError)
+    assert [r.method for r in fake.requests] == ["POST", "GET", "GET"]
+
+
+async def test_start_5xx_without_effect_lists_then_reposts_once(fake: FakeVobiz) -> None:
+    """A 500 means Vobiz finished and failed: after two empty lists, one re-post."""
+    call = fake.call()
+    fake.inject(500, method="POST")
+    async with fake.client(retry=RetryPolicy(base_delay=0.01, reconcile_delay=0.01)) as client:
         started = await client.streams.start(call.call_uuid, WS)
     assert not started.reconciled and list(fake.streams) == [started.stream_id]
-    assert [r.method for r in fake.requests] == ["POST", "GET", "POST"]
+    assert [r.method for r in fake.requests] == ["POST", "GET", "GET", "POST"]
 
 
 async def test_timeout_error_is_also_a_timeout_error(fake: FakeVobiz) -> None:
@@ -332,7 +352,7 @@ async def test_garbage_success_bodies_are_transport_errors(body: str) -> None:
 
 
 async def test_start_without_stream_id_in_a_2xx_is_refused() -> None:
-    """Any 2xx with a stream_id is success; one without it is an error, not a None id."""
+    """A 2xx without a stream_id and an unreachable list: outcome unknown, not a None id."""
     with aioresponses() as mocked:
         mocked.post(
             ANY_STREAM,
@@ -341,8 +361,9 @@ async def test_start_without_stream_id_in_a_2xx_is_refused() -> None:
             response_class=CompatResponse,
         )
         async with VobizClient("MA_X", "t") as client:
-            with pytest.raises(TransportError):
+            with pytest.raises(StartOutcomeUnknownError) as info:
                 await client.streams.start("c1", WS)
+    assert info.value.reason == "list-failed" and info.value.status_code == 200
 
 
 async def test_openapi_200_start_shape_is_accepted() -> None:
@@ -357,3 +378,81 @@ async def test_openapi_200_start_shape_is_accepted() -> None:
         async with VobizClient("MA_X", "t") as client:
             started = await client.streams.start("c1", WS)
     assert started.stream_id == "str_1"
+
+
+@pytest.mark.parametrize(
+    "bad", [".", "..", "%2e%2e", "a?b", "a#b", "a/b", "a b", "", "\t", "x" * 129, "é"]
+)
+async def test_unsafe_ids_are_refused_before_any_request(fake: FakeVobiz, bad: str) -> None:
+    """A stream or call id outside [A-Za-z0-9_-]{1,128} never reaches a path."""
+    call = fake.call(audio=b"")
+    async with fake.client() as client:
+        with pytest.raises(ValidationError) as info:
+            await client.streams.stop(call.call_uuid, bad)
+        assert info.value.field == "stream_id"
+        with pytest.raises(ValidationError) as info:
+            await client.streams.stop_all(bad)
+        assert info.value.field == "call_uuid"
+    assert fake.requests == []
+
+
+async def test_rfc2822_and_unparseable_timestamps_are_read_not_fatal() -> None:
+    """RFC 2822 dates (also 'Sept') parse; an unknown format is kept raw, not an error."""
+    stream = Stream.model_validate(
+        {
+            "start_time": "Mon, 04 May 2026 10:02:11 +0000",
+            "end_time": "Fri, 04 Sept 2026 10:02:11 +0000",
+        }
+    )
+    assert stream.start_time == datetime(2026, 5, 4, 10, 2, 11, tzinfo=UTC)
+    assert stream.end_time is not None and stream.end_time.month == 9
+    odd = Stream.model_validate({"start_time": "yesterday", "end_time": 17})
+    assert (odd.start_time, odd.start_time_raw, odd.end_time_raw) == (None, "yesterday", "17")
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("false", False), ("FALSE", False), ("true", True)])
+def test_bidirectional_strings_in_responses(raw: str, expected: bool) -> None:
+    """The string "false" for bidirectional is read as False."""
+    assert Stream.model_validate({"bidirectional": raw}).bidirectional is expected
+
+
+def test_empty_object_list_body_is_an_empty_page() -> None:
+    """The bare list shape with nothing in it, {}, is an empty page."""
+    page = StreamPage.from_body({}, limit=20, offset=0)
+    assert (len(page), page.total) == (0, 0)
+
+
+async def test_iterate_is_bounded_by_rest_limits(fake: FakeVobiz) -> None:
+    """Fresh full pages forever stop at RestLimits.max_pages with a typed error."""
+    call = fake.call(audio=b"")
+    fake.inject(fresh_pages=True, count=1000, method="GET")
+    async with fake.client(limits=RestLimits(max_pages=3)) as client:
+        with pytest.raises(PaginationLimitError) as info:
+            async for _ in client.streams.iterate(call.call_uuid, page_size=5):
+                pass
+    assert (info.value.pages, info.value.items) == (3, 15)
+    assert len(fake.requests) == 3
+
+
+def test_rest_errors_share_a_root() -> None:
+    """APIError, TransportError and the start/list errors are all RestError."""
+    for cls in (
+        APIError,
+        TransportError,
+        StartOutcomeUnknownError,
+        PaginationLimitError,
+        ResponseTooLargeError,
+    ):
+        assert issubclass(cls, RestError)
+    with pytest.raises(ValidationError):
+        RestLimits(max_pages=0)
+
+
+def test_positional_path_segments_are_checked_too() -> None:
+    """call_path() holds every segment to the safe-id pattern, not only the named ids."""
+    client = VobizClient("MA_X", "t")
+    assert (
+        client.call_path("c-1", "Stream", stream_id="s_1") == "/Account/MA_X/Call/c-1/Stream/s_1/"
+    )
+    with pytest.raises(ValidationError):
+        client.call_path("c-1", "Stream", "..")

@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from vobiz_async.errors import ValidationError
+from vobiz_async.models import StartStreamRequest
 from vobiz_async.tokens import verify_stream_token
 from vobiz_async.xml import ResponseBuilder, StreamElement, response_xml, stream_xml
 
@@ -94,3 +95,35 @@ def test_minimal_element_omits_defaults_and_escapes_speak() -> None:
     assert stream_xml("ws://127.0.0.1:9/x") == "<Stream>ws://127.0.0.1:9/x</Stream>"
     doc = ResponseBuilder().speak("A & B <ok>").wait(2).to_xml()
     assert "<Speak>A &amp; B &lt;ok&gt;</Speak>" in doc and '<Wait length="2"/>' in doc
+
+
+@pytest.mark.parametrize(
+    ("rest", "xml", "field_pair"),
+    [
+        (
+            {"bidirectional": True, "audio_track": "both"},
+            {"bidirectional": True, "audio_track": "both"},
+            ("audio_track", "audioTrack"),
+        ),
+        ({"stream_timeout": 0}, {"stream_timeout": 0}, ("stream_timeout", "streamTimeout")),
+        (
+            {"status_callback_url": "http://a b/"},
+            {"status_callback_url": "http://a b/"},
+            ("status_callback_url", "statusCallbackUrl"),
+        ),
+        (
+            {"content_type": "audio/x-l16;rate=24000"},
+            {"content_type": "audio/x-l16;rate=24000"},
+            ("content_type", "contentType"),
+        ),
+    ],
+)
+def test_rest_and_xml_share_one_set_of_rules(
+    rest: dict[str, object], xml: dict[str, object], field_pair: tuple[str, str]
+) -> None:
+    """The REST start and <Stream> refuse the same things, each naming its own field."""
+    with pytest.raises(ValidationError) as rest_error:
+        StartStreamRequest.create(service_url=WS, **rest)
+    with pytest.raises(ValidationError) as xml_error:
+        StreamElement.create(WS, **xml)  # type: ignore[arg-type]
+    assert (rest_error.value.field, xml_error.value.field) == field_pair

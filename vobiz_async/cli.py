@@ -249,6 +249,10 @@ def _add_sessions(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 async def _emulate(args: argparse.Namespace) -> Any:
+    if args.rest_only:
+        return await _emulate_rest(args)
+    if not args.ws_url:
+        raise ValidationError("ws_url", "give the WebSocket URL to dial (or --rest-only)")
     from .codec import read_wav, write_wav
     from .testing import MediaPeer, speech_like
 
@@ -267,8 +271,11 @@ async def _emulate(args: argparse.Namespace) -> Any:
         l16_byte_order=args.l16_byte_order,
         seconds=args.seconds,
         speed=args.speed,
+        strict=not args.lenient,
     )
     report = await peer.wait_closed()
+    if report.connect_error is not None:
+        raise TransportError(f"could not connect to {args.ws_url}: {report.connect_error}")
     result: dict[str, Any] = asdict(report)
     if args.record:
         from .codec import interleave_stereo
@@ -285,6 +292,17 @@ async def _emulate(args: argparse.Namespace) -> Any:
     return result
 
 
+async def _emulate_rest(args: argparse.Namespace) -> None:
+    """The fake REST API alone on 127.0.0.1, until Ctrl-C or SIGTERM."""
+    from .testing import FakeVobiz
+
+    async with FakeVobiz(port=args.port, strict=not args.lenient) as fake:
+        _print_json_line(
+            {"base_url": fake.base_url, "auth_id": fake.auth_id, "auth_token": fake.auth_token}
+        )
+        await _wait_for_signal()
+
+
 async def _demo(args: argparse.Namespace) -> None:
     from ._demo import format_report, run_demo
 
@@ -293,8 +311,23 @@ async def _demo(args: argparse.Namespace) -> None:
 
 
 def _add_emulator(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    emu = sub.add_parser("emulate", help="dial WS_URL as Vobiz would, with a caller's audio")
-    emu.add_argument("ws_url")
+    emu = sub.add_parser(
+        "emulate",
+        help="dial WS_URL as Vobiz would, with a caller's audio; or --rest-only",
+    )
+    emu.add_argument("ws_url", nargs="?")
+    emu.add_argument(
+        "--rest-only",
+        action="store_true",
+        help="run the fake REST API alone on 127.0.0.1 and print its base URL and"
+        " credentials as one JSON line, until Ctrl-C",
+    )
+    emu.add_argument("--port", type=int, default=0, help="--rest-only: port (0: any free one)")
+    emu.add_argument(
+        "--lenient",
+        action="store_true",
+        help="obey commands live Vobiz would refuse (no streamId, string sampleRate...)",
+    )
     emu.add_argument("--audio", help="16-bit WAV of what the caller says (default: speech-like)")
     emu.add_argument("--content-type", default="audio/x-mulaw;rate=8000")
     emu.add_argument("--seconds", type=float, help="call length (default: the audio's)")

@@ -8,34 +8,49 @@ come from the spec:
 * paths are PascalCase and end with ``/`` (otherwise Vobiz answers 401);
 * GET and DELETE are safe to retry; POST (start) is not: a lost response may have
   created a stream, so :meth:`StreamsAPI.start` lists the call's streams and adopts an
-  in-progress one with the same ``service_url`` before it ever re-posts (spec 2.8);
-* deleting a stream that is already gone (404) is success (idempotent stop).
+  in-progress one with the same ``service_url`` before it ever re-posts, and raises
+  :class:`~vobiz_async.errors.StartOutcomeUnknownError` rather than re-post blind
+  (spec 2.8);
+* deleting a stream that is already gone (404) is success (idempotent stop);
+* ids go into paths only if they match :data:`vobiz_async._rules.SAFE_ID` (a ``..``
+  stream id would otherwise hang up the call);
+* every answer is bounded (:class:`RestLimits`): body size while reading (after
+  decompression), JSON nesting, pages and streams when listing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import email.utils
 import json as json_module
 import logging
 import os
 import random
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
 
 import aiohttp
+import pydantic
 
 from . import __name__ as _package
+from ._rules import check_safe_id
 from .errors import (
     APIError,
     InvalidRequestError,
+    InvalidResponseError,
     NotFoundError,
+    PaginationLimitError,
     RateLimitError,
     RequestTimeoutError,
+    ResponseTooLargeError,
+    RestError,
     ServerError,
+    StartOutcomeUnknownError,
     StreamClosedError,
     TransportError,
     ValidationError,
@@ -43,7 +58,14 @@ from .errors import (
 )
 from .models import StartedStream, StartStreamRequest, Stream, StreamPage
 
-__all__ = ["DEFAULT_BASE_URL", "RetryPolicy", "StreamsAPI", "Timeouts", "VobizClient"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "RestLimits",
+    "RetryPolicy",
+    "StreamsAPI",
+    "Timeouts",
+    "VobizClient",
+]
 
 DEFAULT_BASE_URL = "https://api.vobiz.ai"
 _VERSION = "0.1.0"
@@ -80,6 +102,9 @@ class RetryPolicy:
         max_retry_after: the longest Retry-After honoured, in seconds.
         retry_statuses: statuses that may succeed if repeated (429 and every 5xx by
             default); an error's ``retryable`` says whether its status is in this set.
+        reconcile_delay: when a start's outcome is unclear and the first list shows
+            no matching stream, seconds to wait before listing once more (a creation
+            still in flight shows up late), 1 s by default.
     """
 
     attempts: int = 4
@@ -90,6 +115,7 @@ class RetryPolicy:
     retry_statuses: frozenset[int] = field(
         default_factory=lambda: frozenset({429, *range(500, 600)})
     )
+    reconcile_delay: float = 1.0
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait before try number ``attempt + 1`` (``attempt`` counts from 0)."""
@@ -100,10 +126,36 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class RestLimits:
+    """Bounds on what the REST client accepts from the network.
+
+    Attributes:
+        max_body_bytes: the longest response body read, after decompression (1 MiB;
+            a stream list page of 20 is about 10 KB). Longer raises
+            :class:`~vobiz_async.errors.ResponseTooLargeError` without reading on.
+        max_pages: pages :meth:`StreamsAPI.iterate` reads before raising
+            :class:`~vobiz_async.errors.PaginationLimitError` (100).
+        max_items: streams :meth:`StreamsAPI.iterate` yields before raising the same
+            (2,000; a call rarely has more than a handful).
+    """
+
+    max_body_bytes: int = 1024 * 1024
+    max_pages: int = 100
+    max_items: int = 2000
+
+    def __post_init__(self) -> None:
+        for name in ("max_body_bytes", "max_pages", "max_items"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValidationError(name, "must be a positive integer")
+
+
+@dataclass(frozen=True, slots=True)
 class _Response:
     status: int
     body: Any
     headers: Mapping[str, str]
+    problem: str | None = None  # why the body is not usable JSON: not-json, too-deep
 
 
 def _retry_after(headers: Mapping[str, str], body: Any) -> float | None:
@@ -193,6 +245,7 @@ class VobizClient:
             connect timeout is then the smaller of 5 s and that).
         retry: a :class:`RetryPolicy` value, or the number of attempts (1: no retries).
         session: an ``aiohttp.ClientSession`` to use; it is not closed by the client.
+        limits: bounds on bodies and listing (:class:`RestLimits`).
 
     Raises:
         ValidationError: no credentials given and none in the environment.
@@ -207,6 +260,7 @@ class VobizClient:
         timeout: Timeouts | float | None = None,
         retry: RetryPolicy | int | None = None,
         session: aiohttp.ClientSession | None = None,
+        limits: RestLimits | None = None,
     ) -> None:
         auth_id = auth_id or os.environ.get("VOBIZ_AUTH_ID")
         auth_token = auth_token or os.environ.get("VOBIZ_AUTH_TOKEN")
@@ -220,6 +274,7 @@ class VobizClient:
         self.base_url = root if root.endswith("/api/v1") else root + "/api/v1"
         self.timeout = _timeouts(timeout)
         self.retry = _retry_policy(retry)
+        self.limits = limits or RestLimits()
         self._session = session
         self._owns_session = session is None
         self._closed = False
@@ -268,13 +323,23 @@ class VobizClient:
             "User-Agent": f"vobiz-async/{_VERSION}",
         }
 
-    def call_path(self, call_uuid: str, *rest: str) -> str:
-        """``/Account/{id}/Call/{uuid}/...`` with the trailing slash Vobiz requires."""
-        parts = ["Account", self.auth_id, "Call", call_uuid, *rest]
-        for part in parts:
-            if not part or "/" in part:
-                raise ValidationError("path", f"invalid path segment {part!r}")
-        return "/" + "/".join(parts) + "/"
+    def call_path(self, call_uuid: str, *rest: str, stream_id: str | None = None) -> str:
+        """``/Account/{id}/Call/{uuid}/.../{stream_id}/`` with the trailing slash Vobiz requires.
+
+        Args:
+            call_uuid: checked against :data:`~vobiz_async._rules.SAFE_ID`.
+            rest: further segments (``"Stream"``), held to the same pattern.
+            stream_id: checked like ``call_uuid``; appended last when given.
+
+        Raises:
+            ValidationError: an id that could change what the request acts on
+                (``..``, ``.``, ``%2e%2e``, ``?``, ``#``, ``/``, spaces, empty, over 128).
+        """
+        ids = [check_safe_id(self.auth_id, "auth_id"), check_safe_id(call_uuid, "call_uuid")]
+        segments = [check_safe_id(part, "path") for part in rest]  # positional ids too
+        tail = [] if stream_id is None else [check_safe_id(stream_id, "stream_id")]
+        parts = ["Account", ids[0], "Call", ids[1], *segments, *tail]
+        return "/" + "/".join(urllib.parse.quote(p, safe="") for p in parts) + "/"
 
     async def _request(
         self,
@@ -314,11 +379,23 @@ class VobizClient:
                     headers=self._headers(),
                     timeout=client_timeout,
                 ) as raw:
-                    text = await raw.text(errors="replace")
-                    resp = _Response(raw.status, _parse_body(text), dict(raw.headers))
+                    data = await _read_capped(raw, self.limits.max_body_bytes, method, url)
+                    body, problem = _parse_body(data.decode("utf-8", "replace"))
+                    resp = _Response(raw.status, body, dict(raw.headers), problem)
+            except aiohttp.ConnectionTimeoutError:
+                failure = RequestTimeoutError(
+                    f"could not connect within {self.timeout.connect:g}s",
+                    method=method,
+                    url=url,
+                    sent=False,
+                )
             except TimeoutError:
                 failure = RequestTimeoutError(
                     f"no answer within {self.timeout.total:g}s", method=method, url=url
+                )
+            except aiohttp.ClientConnectorError as exc:
+                failure = TransportError(
+                    f"{type(exc).__name__}: {exc}", method=method, url=url, sent=False
                 )
             except aiohttp.ClientError as exc:
                 failure = TransportError(f"{type(exc).__name__}: {exc}", method=method, url=url)
@@ -337,13 +414,59 @@ class VobizClient:
             await asyncio.sleep(delay)
 
 
-def _parse_body(text: str) -> Any:
+async def _read_capped(raw: aiohttp.ClientResponse, cap: int, method: str, url: str) -> bytes:
+    """Read the (decoded) body, stopping one byte past ``cap``.
+
+    aiohttp decompresses in bounded steps with flow control, so reading ``cap + 1``
+    bytes keeps a gzip bomb from inflating in memory.
+
+    Raises:
+        ResponseTooLargeError: more than ``cap`` bytes.
+    """
+    buf = bytearray()
+    while len(buf) <= cap:
+        chunk = await raw.content.read(cap + 1 - len(buf))
+        if not chunk:
+            return bytes(buf)
+        buf += chunk
+    raw.close()
+    raise ResponseTooLargeError(cap, method=method, url=url)
+
+
+def _parse_body(text: str) -> tuple[Any, str | None]:
+    """The JSON body, or its text (truncated) and why it is not usable JSON."""
     if not text.strip():
-        return None
+        return None, None
     try:
-        return json_module.loads(text)
+        return json_module.loads(text), None
+    except RecursionError:
+        return text[:2000], "too-deep"
     except ValueError:
-        return text[:2000]
+        return text[:2000], "not-json"
+
+
+def _json_object(resp: _Response, method: str, url: str) -> dict[str, Any]:
+    """The body of a 2xx answer as a JSON object.
+
+    Raises:
+        InvalidResponseError: not JSON, nested too deep, or not an object.
+    """
+    if isinstance(resp.body, dict):
+        return resp.body
+    reason = resp.problem or "not-an-object"
+    raise InvalidResponseError(
+        reason, f"HTTP {resp.status} body is not a JSON object ({reason})", method=method, url=url
+    )
+
+
+def _stream_from(body: Mapping[str, Any], method: str, url: str) -> Stream:
+    """A :class:`Stream` from a JSON object, with any model failure typed."""
+    try:
+        return Stream.model_validate(body)
+    except (pydantic.ValidationError, RecursionError, ValueError) as exc:
+        raise InvalidResponseError(
+            "bad-shape", f"unreadable stream object: {str(exc)[:200]}", method=method, url=url
+        ) from None
 
 
 class StreamsAPI:
@@ -365,17 +488,39 @@ class StreamsAPI:
         status_callback_method: str | None = None,
         extra_headers: Mapping[str, str] | str | None = None,
     ) -> StartedStream:
-        """Start streaming a live call's audio to ``service_url``.
+        """Start streaming a live call's audio to ``service_url``; never two streams.
 
-        Never creates a duplicate: the POST is not blindly retried. After a timeout, a
-        connection error or a 5xx (or a G1-style 400 "already active at that URL"), the
-        call's streams are listed; an in-progress stream with the same ``service_url``
-        is returned (``reconciled=True``), and only when there is none is the POST sent
-        again, up to the retry policy's attempts.
+        A POST is not idempotent (spec 2.8), so it is never re-sent blind. The algorithm:
+
+        1. POST once. A 2xx with a ``stream_id`` is the answer. A 429 is retried by the
+           request layer (a rate-limited request created nothing), and so is a
+           connection that was never established.
+        2. Otherwise the outcome is unclear (a timeout, a dropped connection, a 5xx, a
+           2xx without ``stream_id``, an unreadable or oversized answer, or a G1-style
+           400 "already active"): list the
+           call's streams and adopt an in-progress one with the same ``service_url``
+           (``reconciled=True``).
+        3. None listed: wait ``RetryPolicy.reconcile_delay`` and list once more, since a
+           creation still in flight on Vobiz shows up late. Found: adopt it.
+        4. Still none: the POST is sent again only when the server has finished with it
+           and said it failed (500, 503 and other 5xx except the gateway ones, 502 and
+           504, which may hide a request still in flight), up to ``RetryPolicy.attempts``.
+           After a timeout, a dropped connection, a 502/504 or a 2xx without
+           ``stream_id`` a stream may still appear, so
+           :class:`~vobiz_async.errors.StartOutcomeUnknownError` is raised instead; a
+           400 is re-raised.
+        5. If any reconciling list fails, the outcome is unknown too:
+           :class:`~vobiz_async.errors.StartOutcomeUnknownError` carries ``call_uuid``,
+           ``service_url``, the POST's error and the list's error.
+
+        A stream already running at the same ``service_url`` before this call would be
+        adopted by step 2; use distinct URLs (a query string per stream) to tell them
+        apart. Vobiz's G1 docs refuse a second stream on an active URL anyway.
 
         Raises:
-            ValidationError: an invalid parameter or combination (before any request).
-            APIError, TransportError: the API refused, or could not be reached.
+            ValidationError: an invalid parameter or id (before any request).
+            StartOutcomeUnknownError: a stream may exist and could not be found.
+            APIError, TransportError: the API refused, or could not be reached at all.
         """
         request = StartStreamRequest.create(
             service_url=service_url,
@@ -389,93 +534,187 @@ class StreamsAPI:
         )
         client = self._client
         path = client.call_path(call_uuid, "Stream")
+        url = client.base_url + path
         policy = client.retry
         attempt = 0
         while True:
+            attempt += 1
+            status: int | None = None
             try:
                 resp = await client._request("POST", path, json=request.to_wire(), retry=False)
-            except (TransportError, ServerError, InvalidRequestError) as exc:
-                if isinstance(exc, InvalidRequestError) and not _looks_like_duplicate(exc):
+            except TransportError as exc:
+                if exc.sent is False and attempt < policy.attempts:
+                    await asyncio.sleep(policy.delay(attempt - 1))
+                    continue  # the connection never opened: nothing can have been created
+                if exc.sent is False:
                     raise
-                found = await self._find_started(call_uuid, request.service_url)
-                if found is not None:
-                    log.info("start on %s reconciled to %s after %s", call_uuid, found, exc)
+                cause: RestError = exc
+                reason, may_repost = "not-listed", False
+            except ServerError as exc:
+                cause, status = exc, exc.status_code
+                reason, may_repost = "not-listed", exc.status_code not in (502, 504)
+            except InvalidRequestError as exc:
+                if not _looks_like_duplicate(exc):
+                    raise
+                cause, status, reason, may_repost = exc, exc.status_code, "not-listed", False
+            else:
+                body = resp.body if isinstance(resp.body, dict) else {}
+                stream_id = body.get("stream_id")
+                message, api_id = body.get("message"), body.get("api_id")
+                if isinstance(stream_id, str) and stream_id:
                     return StartedStream(
-                        stream_id=found, call_uuid=call_uuid, request=request, reconciled=True
+                        stream_id=stream_id,
+                        call_uuid=call_uuid,
+                        request=request,
+                        message=message if isinstance(message, str) else None,
+                        api_id=api_id if isinstance(api_id, str) else None,
                     )
-                attempt += 1
-                if isinstance(exc, InvalidRequestError) or attempt >= policy.attempts:
-                    raise
-                await asyncio.sleep(policy.delay(attempt - 1))
-                continue
-            body = resp.body if isinstance(resp.body, dict) else {}
-            stream_id = body.get("stream_id")
-            if not isinstance(stream_id, str) or not stream_id:
-                raise TransportError(
+                cause = InvalidResponseError(
+                    "no-stream-id",
                     f"start answered {resp.status} without a stream_id",
                     method="POST",
-                    url=client.base_url + path,
-                    retryable=False,
+                    url=url,
                 )
-            message, api_id = body.get("message"), body.get("api_id")
-            return StartedStream(
-                stream_id=stream_id,
-                call_uuid=call_uuid,
-                request=request,
-                message=message if isinstance(message, str) else None,
-                api_id=api_id if isinstance(api_id, str) else None,
-            )
+                status, reason, may_repost = resp.status, "no-stream-id", False
+            found = await self._reconcile(call_uuid, request.service_url, cause, status)
+            if found is not None:
+                log.info("start on %s reconciled to %s after %s", call_uuid, found, cause)
+                return StartedStream(
+                    stream_id=found, call_uuid=call_uuid, request=request, reconciled=True
+                )
+            if isinstance(cause, InvalidRequestError):
+                raise cause
+            if not may_repost:
+                raise StartOutcomeUnknownError(
+                    call_uuid, request.service_url, reason, cause=cause, status_code=status
+                )
+            if attempt >= policy.attempts:
+                raise cause
+            await asyncio.sleep(policy.delay(attempt - 1))
 
-    async def _find_started(self, call_uuid: str, service_url: str) -> str | None:
-        try:
-            async for stream in self.iterate(call_uuid):
-                if stream.service_url == service_url and stream.in_progress and stream.stream_id:
-                    return stream.stream_id
-        except (APIError, TransportError) as exc:
-            log.warning("could not list streams of %s to reconcile a start: %s", call_uuid, exc)
+    async def _reconcile(
+        self, call_uuid: str, service_url: str, cause: RestError, status: int | None
+    ) -> str | None:
+        """List (then, after ``reconcile_delay``, list again) for a stream at ``service_url``.
+
+        Raises:
+            StartOutcomeUnknownError: a list failed, so nothing can be concluded.
+        """
+        for round_ in range(2):
+            if round_:
+                await asyncio.sleep(self._client.retry.reconcile_delay)
+            try:
+                matches = await self.find(call_uuid, service_url)
+            except RestError as exc:
+                log.warning("could not list streams of %s to reconcile a start: %s", call_uuid, exc)
+                raise StartOutcomeUnknownError(
+                    call_uuid,
+                    service_url,
+                    "list-failed",
+                    cause=cause,
+                    list_error=exc,
+                    status_code=status,
+                ) from exc
+            if matches:
+                return matches[0].stream_id
         return None
+
+    async def find(self, call_uuid: str, service_url: str) -> builtins.list[Stream]:
+        """The call's in-progress streams whose ``service_url`` is ``service_url``.
+
+        What to call after a :class:`~vobiz_async.errors.StartOutcomeUnknownError`.
+
+        Raises:
+            RestError: the list failed (including :class:`PaginationLimitError`).
+        """
+        return [
+            stream
+            async for stream in self.iterate(call_uuid)
+            if stream.service_url == service_url and stream.in_progress and stream.stream_id
+        ]
 
     async def get(self, call_uuid: str, stream_id: str) -> Stream:
         """Retrieve one stream.
 
         Raises:
+            ValidationError: an unsafe id (no request is sent).
             NotFoundError: unknown stream (or call).
+            InvalidResponseError: the body is not a stream object.
         """
         client = self._client
-        resp = await client._request("GET", client.call_path(call_uuid, "Stream", stream_id))
-        if not isinstance(resp.body, dict):
-            raise TransportError("stream body is not a JSON object", retryable=False)
-        return Stream.model_validate(resp.body)
+        path = client.call_path(call_uuid, "Stream", stream_id=stream_id)
+        resp = await client._request("GET", path)
+        url = client.base_url + path
+        return _stream_from(_json_object(resp, "GET", url), "GET", url)
 
     async def list(self, call_uuid: str, *, limit: int = 20, offset: int = 0) -> StreamPage:
-        """One page of the call's streams (active and stopped), any envelope (spec 2.5)."""
+        """One page of the call's streams (active and stopped), any envelope (spec 2.5).
+
+        Raises:
+            ValidationError: a non-positive limit, a negative offset, an unsafe id.
+            InvalidResponseError: a body in none of the documented envelopes.
+        """
         if limit <= 0 or offset < 0:
             raise ValidationError("limit", "limit must be positive and offset not negative")
         client = self._client
+        path = client.call_path(call_uuid, "Stream")
         resp = await client._request(
-            "GET",
-            client.call_path(call_uuid, "Stream"),
-            params={"limit": str(limit), "offset": str(offset)},
+            "GET", path, params={"limit": str(limit), "offset": str(offset)}
         )
+        if resp.problem is not None:
+            raise InvalidResponseError(
+                resp.problem,
+                f"unreadable stream list ({resp.problem})",
+                method="GET",
+                url=client.base_url + path,
+            )
         try:
             return StreamPage.from_body(resp.body, limit=limit, offset=offset)
-        except ValueError as exc:
-            raise TransportError(f"unreadable stream list: {exc}", retryable=False) from None
+        except (ValueError, RecursionError) as exc:
+            raise InvalidResponseError(
+                "bad-shape",
+                f"unreadable stream list: {str(exc)[:200]}",
+                method="GET",
+                url=client.base_url + path,
+            ) from None
 
     async def iterate(self, call_uuid: str, *, page_size: int = 20) -> AsyncIterator[Stream]:
         """Every stream of the call, page by page (``offset += limit`` until a short page).
 
         Stops as well when a page repeats what was already seen (a server that ignores
-        ``offset``), so it always ends.
+        ``offset``). A server that keeps sending fresh full pages is cut off at
+        ``RestLimits.max_pages`` pages or ``max_items`` streams.
+
+        Raises:
+            PaginationLimitError: past those bounds.
         """
-        offset = 0
+        limits = self._client.limits
+        offset = pages = items = 0
         seen: set[str] = set()
         while True:
+            if pages >= limits.max_pages:
+                raise PaginationLimitError(
+                    call_uuid,
+                    pages=pages,
+                    items=items,
+                    max_pages=limits.max_pages,
+                    max_items=limits.max_items,
+                )
             page = await self.list(call_uuid, limit=page_size, offset=offset)
+            pages += 1
             fresh = [s for s in page.streams if s.stream_id not in seen]
             for stream in fresh:
+                if items >= limits.max_items:
+                    raise PaginationLimitError(
+                        call_uuid,
+                        pages=pages,
+                        items=items,
+                        max_pages=limits.max_pages,
+                        max_items=limits.max_items,
+                    )
                 if stream.stream_id:
                     seen.add(stream.stream_id)
+                items += 1
                 yield stream
             if len(page.streams) < page_size or not fresh:
                 return
@@ -487,10 +726,15 @@ class StreamsAPI:
         Returns:
             True if a running stream was stopped now; False if it was already gone
             (404: stopped before, or ended with the call).
+
+        Raises:
+            ValidationError: an unsafe id (``..`` would otherwise hang up the call).
         """
         client = self._client
         try:
-            await client._request("DELETE", client.call_path(call_uuid, "Stream", stream_id))
+            await client._request(
+                "DELETE", client.call_path(call_uuid, "Stream", stream_id=stream_id)
+            )
         except NotFoundError:
             return False
         return True

@@ -11,16 +11,21 @@ Callers catch a class and read attributes; nobody parses messages::
     ├── StreamClosedError        the stream/session/client is closed
     ├── SessionGoneError         a cluster session ended, or its worker's lease expired
     ├── SignatureError           a status callback failed its signature check
-    └── APIError                 a REST API (Vobiz, or SignalWire's compat API) answered an error
-    │   ├── InvalidRequestError  400 / 405 / 409 / 422
-    │   ├── AuthenticationError  401 (also a wrong path case or missing trailing slash)
-    │   ├── PaymentRequiredError 402 (insufficient balance)
-    │   ├── ForbiddenError       403
-    │   ├── NotFoundError        404
-    │   ├── RateLimitError       429 (``retry_after``)
-    │   └── ServerError          5xx
-    └── TransportError           no usable HTTP answer: connection refused/reset, bad body
-        └── RequestTimeoutError  the request timed out (also TimeoutError)
+    └── RestError                any failure of a REST request: catch this one
+        ├── APIError             a REST API (Vobiz, SignalWire/Twilio compat) answered an error
+        │   ├── InvalidRequestError  400 / 405 / 409 / 422
+        │   ├── AuthenticationError  401 (also a wrong path case or missing trailing slash)
+        │   ├── PaymentRequiredError 402 (insufficient balance)
+        │   ├── ForbiddenError       403
+        │   ├── NotFoundError        404
+        │   ├── RateLimitError       429 (``retry_after``)
+        │   └── ServerError          5xx
+        ├── TransportError       no usable HTTP answer: connection refused/reset, bad body
+        │   ├── RequestTimeoutError      the request timed out (also TimeoutError)
+        │   └── InvalidResponseError     a 2xx whose body cannot be used (``reason``)
+        │       └── ResponseTooLargeError    the body passed ``RestLimits.max_body_bytes``
+        ├── PaginationLimitError the list went on past ``RestLimits`` (pages or items)
+        └── StartOutcomeUnknownError  a start may or may not have created a stream
 
 ``retryable`` says whether repeating the same request may help; the client's retry
 policy reads it, and so can applications.
@@ -37,16 +42,21 @@ __all__ = [
     "CodecError",
     "ForbiddenError",
     "InvalidRequestError",
+    "InvalidResponseError",
     "LocalProtocolError",
     "NotFoundError",
+    "PaginationLimitError",
     "PaymentRequiredError",
     "ProtocolError",
     "RateLimitError",
     "RemoteProtocolError",
     "RequestTimeoutError",
+    "ResponseTooLargeError",
+    "RestError",
     "ServerError",
     "SessionGoneError",
     "SignatureError",
+    "StartOutcomeUnknownError",
     "StreamClosedError",
     "TransportError",
     "ValidationError",
@@ -130,7 +140,12 @@ class SignatureError(VobizError):
         self.reason = reason
 
 
-class APIError(VobizError):
+class RestError(VobizError):
+    """Any failure of a Vobiz REST request: an error status, no usable answer, or an
+    outcome the client could not establish. Catch this to handle every REST failure."""
+
+
+class APIError(RestError):
     """The Vobiz REST API answered with an error status.
 
     Attributes:
@@ -211,25 +226,124 @@ class ServerError(APIError):
     default_retryable = True
 
 
-class TransportError(VobizError):
+class TransportError(RestError):
     """No usable HTTP answer: refused, reset, DNS failure, or an unreadable body.
 
     Attributes:
         method, url: the request that failed.
         retryable: True for connection-level failures.
+        sent: False when the connection was never established, so the server cannot
+            have acted on the request; True or None (unknown) otherwise.
     """
 
     def __init__(
-        self, message: str, *, method: str = "", url: str = "", retryable: bool = True
+        self,
+        message: str,
+        *,
+        method: str = "",
+        url: str = "",
+        retryable: bool = True,
+        sent: bool | None = None,
     ) -> None:
         super().__init__(message + (f" ({method} {url})" if method else ""))
         self.method = method
         self.url = url
         self.retryable = retryable
+        self.sent = sent
 
 
 class RequestTimeoutError(TransportError, TimeoutError):
     """The request did not complete within its timeout."""
+
+
+class InvalidResponseError(TransportError):
+    """A 2xx answer whose body cannot be used (not JSON, nested too deep, wrong shape).
+
+    Attributes:
+        reason: ``"not-json"``, ``"too-deep"``, ``"not-an-object"``, ``"bad-shape"`` or
+            ``"too-large"``.
+    """
+
+    def __init__(self, reason: str, message: str, *, method: str = "", url: str = "") -> None:
+        super().__init__(message, method=method, url=url, retryable=False)
+        self.reason = reason
+
+
+class ResponseTooLargeError(InvalidResponseError):
+    """The response body was longer than ``RestLimits.max_body_bytes`` (after decoding).
+
+    Attributes:
+        limit: the cap in bytes; reading stopped one byte past it.
+    """
+
+    def __init__(self, limit: int, *, method: str = "", url: str = "") -> None:
+        super().__init__("too-large", f"response body over {limit} bytes", method=method, url=url)
+        self.limit = limit
+
+
+class PaginationLimitError(RestError):
+    """Listing a call's streams went on past the bounds of ``RestLimits``.
+
+    A server that keeps answering fresh full pages would otherwise be paged forever.
+
+    Attributes:
+        call_uuid: the call being listed.
+        pages, items: how many pages and streams were read before stopping.
+        max_pages, max_items: the bounds in force.
+    """
+
+    def __init__(
+        self, call_uuid: str, *, pages: int, items: int, max_pages: int, max_items: int
+    ) -> None:
+        super().__init__(
+            f"listing streams of {call_uuid} passed the bound ({pages} pages, {items} streams;"
+            f" limits {max_pages} pages, {max_items} streams)"
+        )
+        self.call_uuid = call_uuid
+        self.pages = pages
+        self.items = items
+        self.max_pages = max_pages
+        self.max_items = max_items
+
+
+class StartOutcomeUnknownError(RestError):
+    """A stream start may or may not have created a stream, and the client could not find out.
+
+    Raised instead of re-posting blind (spec 2.8: a POST is not idempotent). The stream,
+    if it exists, is the call's in-progress stream whose ``service_url`` equals the one
+    below: look for it later with ``client.streams.find(call_uuid, service_url)``, or
+    stop it with ``stop_all(call_uuid)``.
+
+    Attributes:
+        call_uuid, service_url: identify the stream that may exist.
+        reason: ``"list-failed"`` (the reconciling list itself failed),
+            ``"not-listed"`` (the request may still be in flight and no stream showed up
+            in the list yet) or ``"no-stream-id"`` (a 2xx without a ``stream_id``).
+        cause: the error that made the outcome unclear (the POST's), when any.
+        list_error: the error of the reconciling list, when it failed.
+        status_code: the HTTP status of the POST answer, when one arrived.
+    """
+
+    def __init__(
+        self,
+        call_uuid: str,
+        service_url: str,
+        reason: str,
+        *,
+        cause: BaseException | None = None,
+        list_error: BaseException | None = None,
+        status_code: int | None = None,
+    ) -> None:
+        super().__init__(
+            f"start on call {call_uuid} to {service_url}: outcome unknown ({reason});"
+            " a stream may be running: list the call's streams or stop_all() before retrying"
+        )
+        self.call_uuid = call_uuid
+        self.service_url = service_url
+        self.reason = reason
+        self.cause = cause
+        self.list_error = list_error
+        self.status_code = status_code
 
 
 _STATUS_CLASSES: dict[int, type[APIError]] = {

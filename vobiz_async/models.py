@@ -8,17 +8,24 @@ optional, every documented variant of a field is accepted, and unknown fields ar
 
 from __future__ import annotations
 
+import email.utils
 import enum
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, overload
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from . import _rules
+from ._rules import (
+    EXTRA_HEADERS_MAX_BYTES,
+    INBOUND_CONTENT_TYPES,
+    format_extra_headers,
+    validate_service_url,
+)
 from .codec import AudioFormat
-from .errors import CodecError, ValidationError
+from .errors import CodecError
 from .events import Track
 
 if TYPE_CHECKING:  # the server imports nothing from here; no cycle at run time
@@ -27,6 +34,7 @@ if TYPE_CHECKING:  # the server imports nothing from here; no cycle at run time
 
 __all__ = [
     "EXTRA_HEADERS_MAX_BYTES",
+    "INBOUND_CONTENT_TYPES",
     "StartStreamRequest",
     "StartedStream",
     "Stream",
@@ -36,16 +44,6 @@ __all__ = [
     "parse_timestamp",
     "validate_service_url",
 ]
-
-EXTRA_HEADERS_MAX_BYTES = 512
-# Documented: [A-Za-z0-9] only. Vobiz's own examples use "_" in keys, so it is allowed
-# too (a documented contradiction, spec 3.1 / 7.15). Anything else is refused locally.
-_HEADER_TOKEN = re.compile(r"^[A-Za-z0-9_]+$")
-INBOUND_CONTENT_TYPES = (
-    "audio/x-l16;rate=8000",
-    "audio/x-l16;rate=16000",
-    "audio/x-mulaw;rate=8000",
-)
 
 
 class StreamStatus(enum.StrEnum):
@@ -57,78 +55,38 @@ class StreamStatus(enum.StrEnum):
 
 
 def parse_timestamp(value: object) -> datetime | None:
-    """Parse ISO 8601 (``2026-04-24T09:25:00Z``) or ``2025-11-14 08:14:29+05:30``.
+    """Parse the timestamp shapes Vobiz uses (spec 2.2) and RFC 2822 dates.
 
-    Returns None for None/empty; raises ValueError for anything unparseable.
+    Accepts ISO 8601 (``2026-04-24T09:25:00Z``), Plivo style
+    (``2025-11-14 08:14:29+05:30``) and RFC 2822 (``Mon, 04 May 2026 10:02:11 +0000``,
+    also with the ``Sept`` abbreviation some servers print).
+
+    Returns:
+        None for None/empty.
+
+    Raises:
+        ValueError: anything unparseable (the :class:`Stream` model keeps such a value
+            raw instead of failing).
     """
     if value is None or value == "":
         return None
     if isinstance(value, datetime):
         return value
     if not isinstance(value, str):
-        raise ValueError(f"not a timestamp: {value!r}")
+        raise ValueError(f"not a timestamp: {value!r}"[:100])
     text = value.strip()
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    return datetime.fromisoformat(text)
-
-
-def validate_service_url(url: str) -> str:
-    """Check a WebSocket URL Vobiz can dial: ``ws://`` or ``wss://`` with a host.
-
-    Raises:
-        ValidationError: anything else (http URLs, missing host, spaces).
-    """
-    if not isinstance(url, str) or not url or any(c.isspace() for c in url):
-        raise ValidationError("service_url", "must be a ws:// or wss:// URL without spaces")
-    parts = urlsplit(url)
-    if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise ValidationError("service_url", f"must be a ws:// or wss:// URL, got {url!r}")
-    return url
-
-
-def format_extra_headers(headers: Mapping[str, str] | str, *, separator: str = ":") -> str:
-    """Validate extra headers and render them as Vobiz expects.
-
-    Args:
-        headers: a mapping, or an already formatted ``k=v,k=v`` / ``k:v,k:v`` string.
-        separator: ``":"`` for the REST API (``header:value``), ``"="`` for XML.
-
-    Raises:
-        ValidationError: over 512 bytes, or keys/values outside ``[A-Za-z0-9_]``.
-    """
-    if isinstance(headers, str):
-        pairs: list[tuple[str, str]] = []
-        for part in headers.split(","):
-            key, sep, value = part.partition("=" if "=" in part else ":")
-            if not sep:
-                raise ValidationError("extra_headers", f"{part!r} is not a key=value pair")
-            pairs.append((key.strip(), value.strip()))
-    else:
-        pairs = [(str(k), str(v)) for k, v in headers.items()]
-    for key, value in pairs:
-        if not _HEADER_TOKEN.match(key) or not _HEADER_TOKEN.match(value):
-            raise ValidationError(
-                "extra_headers", f"{key!r}={value!r}: only letters, digits and '_' are allowed"
-            )
-    text = ",".join(f"{k}{separator}{v}" for k, v in pairs)
-    if len(text.encode()) > EXTRA_HEADERS_MAX_BYTES:
-        raise ValidationError("extra_headers", f"{len(text.encode())} bytes, the limit is 512")
-    return text
-
-
-def _validate_inbound_content_type(value: str) -> str:
+    iso = text[:-1] + "+00:00" if text.endswith("Z") else text
     try:
-        fmt = AudioFormat.parse(value)
-    except CodecError as exc:
-        raise ValidationError("content_type", str(exc)) from None
-    if fmt.content_type not in INBOUND_CONTENT_TYPES:
-        raise ValidationError(
-            "content_type",
-            f"{value!r} cannot be streamed inbound; use one of {', '.join(INBOUND_CONTENT_TYPES)}"
-            " (24 kHz is outbound-only, spec 4.5)",
-        )
-    return fmt.content_type
+        return datetime.fromisoformat(iso)
+    except ValueError:
+        pass
+    try:
+        return email.utils.parsedate_to_datetime(_SEPT.sub("Sep", text))
+    except (TypeError, ValueError, IndexError, OverflowError):
+        raise ValueError(f"not a timestamp: {value!r}"[:100]) from None
+
+
+_SEPT = re.compile(r"\bSept\b", re.IGNORECASE)
 
 
 class StartStreamRequest(BaseModel):
@@ -186,36 +144,21 @@ class StartStreamRequest(BaseModel):
 
 
 def _check_start(data: dict[str, Any]) -> dict[str, Any]:
-    """Vobiz's rules for a stream start (spec 2.3), checked before any request."""
+    """Vobiz's rules for a stream start (spec 2.3, :mod:`vobiz_async._rules`)."""
     data = {k: v for k, v in data.items() if v is not None}
     validate_service_url(data.get("service_url", ""))
-    track = data.get("audio_track") or Track.INBOUND
-    try:
-        track = Track(track)
-    except ValueError:
-        raise ValidationError("audio_track", "must be inbound, outbound or both") from None
-    data["audio_track"] = track
-    if data.get("bidirectional") and track is not Track.INBOUND:
-        raise ValidationError(
-            "audio_track", "a bidirectional stream must use the inbound track (spec 2.3)"
-        )
+    data["audio_track"] = _rules.check_track(
+        data.get("audio_track"), data.get("bidirectional"), "audio_track", default=Track.INBOUND
+    )
     if data.get("content_type") is not None:
-        data["content_type"] = _validate_inbound_content_type(data["content_type"])
-    timeout = data.get("stream_timeout")
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int) or timeout <= 0
-    ):
-        raise ValidationError("stream_timeout", "must be a positive integer of seconds")
-    method = data.get("status_callback_method")
+        data["content_type"] = _rules.validate_inbound_content_type(data["content_type"])
+    _rules.check_stream_timeout(data.get("stream_timeout"), "stream_timeout")
+    method = _rules.check_callback_method(
+        data.get("status_callback_method"), "status_callback_method"
+    )
     if method is not None:
-        if str(method).upper() not in ("GET", "POST"):
-            raise ValidationError("status_callback_method", "must be GET or POST")
-        data["status_callback_method"] = str(method).upper()
-    callback = data.get("status_callback_url")
-    if callback is not None:
-        parts = urlsplit(callback)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValidationError("status_callback_url", "must be an http(s) URL")
+        data["status_callback_method"] = method
+    _rules.check_callback_url(data.get("status_callback_url"), "status_callback_url")
     headers = data.get("extra_headers")
     if headers is not None:
         data["extra_headers"] = format_extra_headers(headers, separator=":")
@@ -228,7 +171,9 @@ class Stream(BaseModel):
     ``content_type`` is normalised to the ``;rate=`` form when a rate is known (from
     the content type itself or ``sampling_rate``); older field names ``status_url`` /
     ``status_method`` fill ``status_callback_url`` / ``status_callback_method``.
-    Unknown fields (billing, ``api_id``...) are kept in ``model_extra``.
+    A timestamp in no known format is kept as text in ``start_time_raw`` /
+    ``end_time_raw`` (the datetime field is then None). Unknown fields
+    (billing, ``api_id``...) are kept in ``model_extra``.
     """
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
@@ -246,6 +191,8 @@ class Stream(BaseModel):
     status: StreamStatus | str | None = None
     start_time: datetime | None = None
     end_time: datetime | None = None
+    start_time_raw: str | None = None
+    end_time_raw: str | None = None
     resource_uri: str | None = None
 
     @model_validator(mode="before")
@@ -258,19 +205,26 @@ class Stream(BaseModel):
             data["status_callback_url"] = data["status_url"]
         if data.get("status_callback_method") is None and "status_method" in data:
             data["status_callback_method"] = data["status_method"]
+        for name in ("start_time", "end_time"):
+            try:
+                data[name] = parse_timestamp(data.get(name))
+            except ValueError:
+                # Unparseable is not fatal: keep what Vobiz said, raw (spec 2.2 lists
+                # several formats; a new one must not break listing streams).
+                data[f"{name}_raw"] = str(data[name])[:200]
+                data[name] = None
         return data
 
     @field_validator("bidirectional", mode="before")
     @classmethod
     def _bool(cls, value: Any) -> Any:
         if isinstance(value, str):
+            # Vobiz types it as a JSON boolean, but requests send a string (spec 2.3):
+            # read "false"/"0"/"no"/"" as False, not as a truthy string.
             return value.strip().lower() in ("true", "1", "yes")
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value != 0
         return value
-
-    @field_validator("start_time", "end_time", mode="before")
-    @classmethod
-    def _time(cls, value: Any) -> Any:
-        return parse_timestamp(value)
 
     @field_validator("status", mode="before")
     @classmethod
@@ -384,6 +338,8 @@ class StreamPage(BaseModel):
             objects, total = [body], 1
         elif isinstance(body, list):
             objects, total = body, None
+        elif body is None or body == {}:
+            objects, total = [], 0  # a bare-shape list with nothing in it (spec 2.5)
         else:
             raise ValueError("not a stream list")
         streams = [Stream.model_validate(o) for o in objects if isinstance(o, dict)]

@@ -2,7 +2,8 @@
 
 The WebSocket URL is the element's *text*, XML-escaped: a raw ``&`` makes Vobiz
 answer the call and drop it a second later ("Invalid Answer XML", spec 1.3). Every
-rule of spec 3.1 is checked before anything is served:
+rule of spec 3.1 is checked before anything is served (the rules shared with the REST
+start live in :mod:`vobiz_async._rules`):
 
 * ``bidirectional`` needs the ``inbound`` track (``both`` makes the media server reject
   the stream and hang up the call);
@@ -20,9 +21,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from xml.sax.saxutils import escape, quoteattr
 
+from . import _rules
+from ._rules import format_extra_headers, validate_service_url
 from .errors import ValidationError
 from .events import Track
-from .models import _validate_inbound_content_type, format_extra_headers, validate_service_url
 from .tokens import sign_stream_url
 
 __all__ = ["ResponseBuilder", "StreamElement", "response_xml", "stream_xml"]
@@ -78,54 +80,24 @@ class StreamElement:
         Raises:
             ValidationError: any rule of spec 3.1 broken.
         """
-        validate_service_url(url)
+        validate_service_url(url, "url")
         if sign_secret is not None:
             if not call_uuid:
                 raise ValidationError("call_uuid", "signing a stream URL needs the call's UUID")
             url = sign_stream_url(url, sign_secret, call_uuid, ttl=sign_ttl)
-        track: Track | None = None
-        if audio_track is not None:
-            try:
-                track = Track(audio_track)
-            except ValueError:
-                raise ValidationError("audioTrack", "must be inbound, outbound or both") from None
-        if bidirectional and track not in (None, Track.INBOUND):
-            raise ValidationError("audioTrack", "bidirectional streams need the inbound track")
+        track = _rules.check_track(audio_track, bidirectional, "audioTrack", default=None)
         if keep_call_alive and not bidirectional:
             raise ValidationError("keepCallAlive", 'needs bidirectional="true"')
-        if stream_timeout is not None and (
-            isinstance(stream_timeout, bool)
-            or not isinstance(stream_timeout, int)
-            or stream_timeout <= 0
-        ):
-            raise ValidationError("streamTimeout", "must be a positive integer of seconds")
-        if max_retries is not None and (
-            isinstance(max_retries, bool)
-            or not isinstance(max_retries, int)
-            or not 0 <= max_retries <= 10
-        ):
-            raise ValidationError("maxRetries", "must be an integer from 0 to 10")
-        method = None
-        if status_callback_method is not None:
-            method = status_callback_method.upper()
-            if method not in ("GET", "POST"):
-                raise ValidationError("statusCallbackMethod", "must be GET or POST")
-        if status_callback_url is not None and not status_callback_url.startswith(
-            ("http://", "https://")
-        ):
-            raise ValidationError("statusCallbackUrl", "must be an http(s) URL")
+        _rules.check_stream_timeout(stream_timeout, "streamTimeout")
+        _rules.check_max_retries(max_retries, "maxRetries")
+        method = _rules.check_callback_method(status_callback_method, "statusCallbackMethod")
+        _rules.check_callback_url(status_callback_url, "statusCallbackUrl")
         fmt = None
         if content_type is not None:
-            try:
-                fmt = _validate_inbound_content_type(content_type)
-            except ValidationError as exc:
-                raise ValidationError("contentType", exc.reason) from None
+            fmt = _rules.validate_inbound_content_type(content_type, "contentType")
         headers = None
         if extra_headers is not None:
-            try:
-                headers = format_extra_headers(extra_headers, separator="=")
-            except ValidationError as exc:
-                raise ValidationError("extraHeaders", exc.reason) from None
+            headers = format_extra_headers(extra_headers, separator="=", field="extraHeaders")
         return cls(
             url=url,
             bidirectional=bidirectional,

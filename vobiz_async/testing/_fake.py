@@ -19,9 +19,18 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
+from .._rules import (
+    check_callback_method,
+    check_callback_url,
+    check_stream_timeout,
+    check_track,
+    format_extra_headers,
+    validate_inbound_content_type,
+    validate_service_url,
+)
 from ..client import RetryPolicy, Timeouts, VobizClient
 from ..codec import AudioFormat, ByteOrder, read_wav
-from ..errors import CodecError, StreamClosedError
+from ..errors import CodecError, StreamClosedError, ValidationError
 from ..signatures import sign_headers
 from ._audio import speech_like
 from ._media import MediaPeer, PeerReport
@@ -30,6 +39,75 @@ from ._rest import FakeStreamRecord, Fault, RecordedRequest, RestState
 __all__ = ["CallbackRecord", "FakeCall", "FakeVobiz"]
 
 log = logging.getLogger("vobiz_async.testing")
+
+
+_VERBS = frozenset(
+    {
+        "Stream", "Wait", "Hangup", "Record", "Speak", "Play", "Dial", "Conference",
+        "GetDigits", "GetInput", "PreAnswer", "Redirect", "DTMF", "Message",
+    }
+)  # fmt: skip
+
+
+def _track(value: str) -> Literal["inbound", "outbound", "both"]:
+    if value == "outbound":
+        return "outbound"
+    return "both" if value == "both" else "inbound"
+
+
+def _check_answer(root: ET.Element) -> str | None:
+    """Why Vobiz could not run this answer document, or None (spec 3.1).
+
+    Only ``<Stream>`` attributes are checked in depth (the rules of
+    :mod:`vobiz_async._rules`); ``<Connect>`` is Twilio's verb, copied onto two Vobiz
+    doc pages, and is refused; ``<Record>`` beside ``<Stream>`` is accepted (documented
+    since May 2026) and holds the call for its ``maxLength``.
+    """
+    if root.tag != "Response":
+        return f"the root element is <{root.tag}>, not <Response>"
+    for element in root:
+        if element.tag == "Connect":
+            return "<Connect> is a Twilio verb; Vobiz streams with a top-level <Stream>"
+        if element.tag not in _VERBS:
+            return f"unknown verb <{element.tag}>"
+        for verb, name in (("Wait", "length"), ("Record", "maxLength")):
+            value = element.get(name)
+            if element.tag == verb and value is not None and not value.strip().isdigit():
+                return f"<{verb} {name}>: {value!r} is not whole seconds"
+        if element.tag != "Stream":
+            continue
+        try:
+            _check_stream_attributes(element)
+        except ValidationError as exc:
+            return f"<Stream {exc.field}>: {exc.reason}"
+    return None
+
+
+def _check_stream_attributes(element: ET.Element) -> None:
+    """The rules of spec 3.1 on one parsed ``<Stream>`` element.
+
+    Raises:
+        ValidationError: the first rule broken.
+    """
+    validate_service_url((element.text or "").strip(), "url")
+    for name in ("bidirectional", "keepCallAlive"):
+        if element.get(name, "false").lower() not in ("true", "false"):
+            raise ValidationError(name, 'must be "true" or "false"')
+    check_track(element.get("audioTrack"), None, "audioTrack", default=None)
+    content_type = element.get("contentType")
+    if content_type is not None and content_type.replace(" ", "") != "audio/x-l16;rate=24000":
+        # 24 kHz is accepted by Vobiz's parser but never streams (spec 3.1): not refused.
+        validate_inbound_content_type(content_type, "contentType")
+    timeout = element.get("streamTimeout")
+    if timeout is not None:
+        if not timeout.strip().isdigit():
+            raise ValidationError("streamTimeout", f"{timeout!r} is not whole seconds")
+        check_stream_timeout(int(timeout), "streamTimeout")
+    check_callback_method(element.get("statusCallbackMethod"), "statusCallbackMethod")
+    check_callback_url(element.get("statusCallbackUrl"), "statusCallbackUrl")
+    headers = element.get("extraHeaders")
+    if headers is not None:
+        format_extra_headers(headers, separator="=", field="extraHeaders")
 
 
 def _bound_port(site: web.TCPSite) -> int:
@@ -52,6 +130,10 @@ class FakeCall:
         seconds: how long the caller stays on each stream (None: the audio's length).
         live: False once hung up; starting a stream on it then answers 404.
         peers: the media peers dialed for this call's streams, in order.
+        hangup_cause: why the call ended, once it has: ``"hangup"`` (``hangup()``),
+            ``"end-of-xml"`` (nothing left in the answer document: spec 3.2, cause
+            4010), ``"hangup-verb"``, ``"invalid-answer-xml: <why>"`` (cause 8011) or
+            ``"closed"`` (the emulator closed).
     """
 
     call_uuid: str
@@ -66,7 +148,9 @@ class FakeCall:
     to_number: str = "918000000002"
     live: bool = True
     peers: list[MediaPeer] = field(default_factory=list)
+    hangup_cause: str | None = None
     _new_peer: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set, repr=False)
 
     async def next_peer(self, index: int = 0, *, timeout: float = 10.0) -> MediaPeer:
         """The ``index``-th media peer of this call, waiting until it is dialed."""
@@ -76,9 +160,32 @@ class FakeCall:
                 await self._new_peer.wait()
         return self.peers[index]
 
-    async def wait_done(self) -> list[PeerReport]:
-        """Wait for every stream of the call to end; returns their reports."""
-        return list(await asyncio.gather(*(p.wait_closed() for p in self.peers)))
+    async def wait_done(self, *, timeout: float | None = None) -> list[PeerReport]:
+        """Wait until the call's answer document has run and every stream has ended.
+
+        Streams still being set up count too, so ``fake.call(answer_xml=...)`` then
+        ``await call.wait_done()`` waits for the ``<Stream>``'s media (no need to await
+        :meth:`next_peer` first).
+
+        Args:
+            timeout: seconds to wait at most (None: no limit).
+
+        Returns:
+            The reports of every stream dialed for the call, in order.
+
+        Raises:
+            TimeoutError: still running after ``timeout``.
+        """
+        async with asyncio.timeout(timeout):
+            while True:
+                pending = [t for t in self._tasks if not t.done()]
+                open_peers = [p for p in self.peers if not p._closed.is_set()]
+                if not pending and not open_peers:
+                    break
+                await asyncio.gather(
+                    *pending, *(p.wait_closed() for p in open_peers), return_exceptions=True
+                )
+        return [p.report for p in self.peers]
 
 
 @dataclass(frozen=True)
@@ -115,7 +222,15 @@ class FakeVobiz:
         list_envelope: ``"page"`` (documented), ``"meta"`` (Plivo-style) or ``"bare"``.
         default_audio_track: used when a REST start omits ``audio_track``.
         host: the loopback address to bind.
+        port: the port to bind (0: any free port).
         callback_retry_delay: first delay between callback retries (doubles each time).
+        callback_deadline: seconds a callback handler has to answer before the attempt
+            counts as failed and is retried (3 s on Vobiz, spec 5.1).
+        strict: refuse what live Vobiz refuses (the default): media commands without
+            or with a wrong ``streamId``, ``playAudio`` without an integer
+            ``sampleRate`` or with ``;rate=`` in its ``contentType`` are dropped and
+            counted in the peer's ``report.refused``. False obeys them, as older docs
+            allowed. See the README, "Test your agent with the emulator".
     """
 
     def __init__(
@@ -126,12 +241,19 @@ class FakeVobiz:
         list_envelope: str = "page",
         default_audio_track: str = "inbound",
         host: str = "127.0.0.1",
+        port: int = 0,
         callback_retry_delay: float = 0.2,
+        callback_deadline: float = 3.0,
+        strict: bool = True,
     ) -> None:
         self.auth_id = auth_id
         self.auth_token = auth_token
         self.host = host
+        self.port = port
         self.callback_retry_delay = callback_retry_delay
+        self.callback_deadline = callback_deadline
+        self.strict = strict
+        self._closing = False
         self.calls: dict[str, FakeCall] = {}
         self.peers: dict[str, MediaPeer] = {}
         self.callbacks: list[CallbackRecord] = []
@@ -166,13 +288,21 @@ class FakeVobiz:
         """Start serving the REST API."""
         self._runner = web.AppRunner(self.rest.app(), access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, 0)
+        site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
         self._port = _bound_port(site)
         self._http = aiohttp.ClientSession()
 
     async def close(self) -> None:
-        """Hang up every call, finish pending callbacks, stop serving."""
+        """Hang up every call, finish pending callbacks, stop serving.
+
+        A stream not yet dialed never dials after this.
+        """
+        self._closing = True
+        for call in self.calls.values():
+            if call.live:
+                call.live = False
+                call.hangup_cause = call.hangup_cause or "closed"
         for peer in list(self.peers.values()):
             await peer.hangup()
         pending = [p.wait_closed() for p in self.peers.values()]
@@ -275,17 +405,28 @@ class FakeVobiz:
         )
         self.calls[call.call_uuid] = call
         if answer_xml is not None or answer_url is not None:
-            self._spawn(self._answer(call, answer_xml, answer_url))
+            self._spawn_for(call, self._answer(call, answer_xml, answer_url))
         return call
 
-    async def hangup(self, call_uuid: str) -> None:
-        """End a call: its streams complete and their sockets close (no StopStream)."""
+    def _spawn_for(self, call: FakeCall, coro: Any) -> asyncio.Task[Any]:
+        """A task that belongs to ``call`` (its ``wait_done()`` waits for it)."""
+        task = self._spawn(coro)
+        call._tasks.add(task)
+        task.add_done_callback(call._tasks.discard)
+        return task
+
+    async def hangup(self, call_uuid: str, cause: str = "hangup") -> None:
+        """End a call at any moment: its streams complete and their sockets close (no
+        StopStream); a stream not yet dialed never dials."""
         call = self.calls.get(call_uuid)
         if call is not None:
             call.live = False
+            call.hangup_cause = call.hangup_cause or cause
         for record in list(self.streams.values()):
             if record.call_uuid == call_uuid:
                 await self.rest.stop(record, "hangup")
+        for peer in list(call.peers if call is not None else ()):
+            await peer.hangup()
 
     def peer(self, stream_id: str) -> MediaPeer:
         """The media peer of a stream."""
@@ -300,7 +441,7 @@ class FakeVobiz:
         """REST hook: the stream was created; dial in the background."""
         call = self.calls.get(record.call_uuid)
         if call is not None:
-            self._spawn(self._run_stream(call, record, 0))
+            self._spawn_for(call, self._run_stream(call, record, 0))
 
     @staticmethod
     def _dialable(url: str) -> bool:
@@ -329,14 +470,22 @@ class FakeVobiz:
             )
             return
         while True:
+            if self._closing or not call.live or record.status != "in-progress":
+                # Stopped (REST DELETE), hung up or closed before dialing: nothing dials.
+                log.info("stream %s ended before its socket opened", record.stream_id)
+                return
             peer = self._dial(call, record, fmt)
             report = await peer.wait_closed()
-            failed = report.rejected_status is not None or (
-                report.close_code in (None, 1006) and not peer.hung_up and not report.stopped
+            never_opened = report.rejected_status is not None or report.connect_error is not None
+            failed = never_opened or (
+                report.close_code in (None, 1006)
+                and not peer.hung_up
+                and not report.stopped
+                and not report.not_dialed
             )
             if record.status == "in-progress":
-                await self.rest.stop(record, "ended")
-            if not (failed and retries > 0 and call.live):
+                await self.rest.stop(record, "ended", "failed" if never_opened else "completed")
+            if not (failed and retries > 0 and call.live and not self._closing):
                 return
             # maxRetries: a fresh socket with a new start and a new streamId (spec 3.1).
             retries -= 1
@@ -363,6 +512,9 @@ class FakeVobiz:
             stream_id=record.stream_id,
             bidirectional=record.bidirectional,
             listener=listener,
+            strict=self.strict,
+            audio_track=_track(record.audio_track),
+            stream_timeout=record.stream_timeout,
         )
         self.peers[record.stream_id] = peer
         call.peers.append(peer)
@@ -381,6 +533,14 @@ class FakeVobiz:
 
     # ------------------------------------------------------------- answer XML
     async def _answer(self, call: FakeCall, answer_xml: str | None, answer_url: str | None) -> None:
+        """Run an answer document the way Vobiz does (spec 3.2).
+
+        The whole document is checked first; anything Vobiz cannot run (malformed XML,
+        an invalid ``<Stream>`` attribute, a Twilio ``<Connect>``) drops the call, as
+        "Invalid Answer XML" (cause 8011, spec 1.3) does. When the document runs out
+        the call hangs up ("End Of XML Instructions", cause 4010): a ``<Stream>``
+        without ``keepCallAlive`` and nothing after it therefore never gets media.
+        """
         if answer_url is not None:
             assert self._http is not None
             form = {
@@ -391,15 +551,26 @@ class FakeVobiz:
                 "Direction": "inbound",
                 "CallStatus": "in-progress",
             }
-            async with self._http.post(answer_url, data=form) as resp:
-                answer_xml = await resp.text()
+            try:
+                async with self._http.post(answer_url, data=form) as resp:
+                    answer_xml = await resp.text()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                log.warning("call %s: answer_url failed (%s); hanging up", call.call_uuid, exc)
+                await self.hangup(call.call_uuid, "answer-url-failed")
+                return
         try:
             root = ET.fromstring(answer_xml or "")
         except ET.ParseError as exc:
             # Vobiz answers, then drops the call ~1 s later (cause 8011, spec 1.3).
             log.warning("call %s: invalid answer XML (%s); hanging up", call.call_uuid, exc)
-            await self.hangup(call.call_uuid)
+            await self.hangup(call.call_uuid, f"invalid-answer-xml: {exc}")
             return
+        problem = _check_answer(root)
+        if problem is not None:
+            log.warning("call %s: invalid answer XML (%s); hanging up", call.call_uuid, problem)
+            await self.hangup(call.call_uuid, f"invalid-answer-xml: {problem}")
+            return
+        cause = "end-of-xml"
         for element in root:
             if not call.live:
                 return
@@ -407,13 +578,20 @@ class FakeVobiz:
                 await self._xml_stream(call, element)
             elif element.tag == "Wait":
                 await asyncio.sleep(float(element.get("length", "1")) / call.speed)
+            elif element.tag == "Record":
+                # Recording is not emulated: the verb holds the call for maxLength s.
+                await asyncio.sleep(float(element.get("maxLength", "60")) / call.speed)
             elif element.tag == "Hangup":
+                cause = "hangup-verb"
                 break
-        await self.hangup(call.call_uuid)
+        if cause == "end-of-xml":
+            log.info("call %s: end of XML instructions; hanging up (4010)", call.call_uuid)
+        await self.hangup(call.call_uuid, cause)
 
     async def _xml_stream(self, call: FakeCall, element: ET.Element) -> None:
-        """Obey one ``<Stream>``: in the background, or holding the call until it ends
-        when ``keepCallAlive`` is true (spec 3.2)."""
+        """Obey one ``<Stream>`` (already checked by :func:`_check_answer`): in the
+        background, or holding the call until it ends when ``keepCallAlive`` is true
+        (spec 3.2)."""
         url = (element.text or "").strip()
         bidirectional = element.get("bidirectional", "false").lower() == "true"
         track = element.get("audioTrack", "inbound")
@@ -427,7 +605,7 @@ class FakeVobiz:
         try:
             retries = max(0, min(10, int(element.get("maxRetries", "0"))))
         except ValueError:
-            retries = 0
+            retries = 0  # Vobiz: a non-integer maxRetries is 0 (spec 3.1)
         record = FakeStreamRecord(
             stream_id=str(uuid.uuid4()),
             call_uuid=call.call_uuid,
@@ -445,7 +623,7 @@ class FakeVobiz:
         if element.get("keepCallAlive", "false").lower() == "true":
             await self._run_stream(call, record, retries)
         else:
-            self._spawn(self._run_stream(call, record, retries))
+            self._spawn_for(call, self._run_stream(call, record, retries))
 
     # -------------------------------------------------------------- callbacks
     async def _post_callback(
@@ -479,17 +657,18 @@ class FakeVobiz:
             attempts += 1
             nonce = "".join(secrets.choice("0123456789") for _ in range(20))
             headers = {"User-Agent": "Vobiz", **sign_headers(url, self.auth_token, nonce)}
+            deadline = aiohttp.ClientTimeout(total=self.callback_deadline)
             try:
                 if method == "GET":
-                    request = self._http.get(url, params=params, headers=headers)
+                    request = self._http.get(url, params=params, headers=headers, timeout=deadline)
                 else:
-                    request = self._http.post(url, data=params, headers=headers)
+                    request = self._http.post(url, data=params, headers=headers, timeout=deadline)
                 async with request as resp:
                     status = resp.status
             except (aiohttp.ClientError, TimeoutError) as exc:
                 log.debug("callback %s to %s failed: %s", event, url, exc)
                 status = None
-            if status == 200:
+            if status == 200 or attempts == 4:
                 break
             await asyncio.sleep(delay)
             delay *= 2

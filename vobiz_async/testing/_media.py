@@ -7,12 +7,21 @@ when everything queued before it has played, answers ``clearAudio`` by flushing,
 sending ``clearedAudio`` and never acknowledging the voided checkpoints, and closes on
 ``stop``. It records what the caller heard, aligned sample for sample with what the
 caller said.
+
+Strict by default: a command live Vobiz would not obey is dropped, counted in
+:attr:`PeerReport.refused` by reason, and logged, so an agent that passes here does not
+fail in production. Refused: ``playAudio``/``checkpoint``/``clearAudio``/``stop``
+without ``streamId`` or with another stream's id (required since July 2026, spec 4.4);
+``playAudio`` without an integer ``media.sampleRate`` (a string ``"8000"`` included), or
+with a ``;rate=`` suffix in ``media.contentType`` (spec 4.4.1 forbids it; the rate
+comes from ``sampleRate`` only). ``strict=False`` obeys them as the older docs allowed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import uuid
@@ -52,6 +61,13 @@ class PeerReport:
         rejected_status: the HTTP status when the handshake was refused.
         max_queued_ms: the most agent audio ever waiting in the playout queue (a paced
             sender keeps it near its lead; a burst shows up here).
+        refused: commands dropped because live Vobiz would not obey them, by reason
+            (``"missing-stream-id"``, ``"foreign-stream-id"``, ``"missing-sample-rate"``,
+            ``"string-sample-rate"``, ``"rate-in-content-type"``); empty when not strict.
+        connect_error: why the socket could not be opened (refused, unreachable,
+            timeout), when it could not.
+        not_dialed: the stream was stopped or the call ended before dialing.
+        stream_timed_out: the stream reached its ``stream_timeout`` and was stopped.
     """
 
     stream_id: str = ""
@@ -70,6 +86,10 @@ class PeerReport:
     stopped: bool = False
     rejected_status: int | None = None
     max_queued_ms: float = 0.0
+    refused: dict[str, int] = field(default_factory=dict)
+    connect_error: str | None = None
+    not_dialed: bool = False
+    stream_timed_out: bool = False
 
 
 class MediaPeer:
@@ -99,6 +119,13 @@ class MediaPeer:
         record: keep what the caller said and heard (:attr:`caller_pcm`,
             :attr:`heard_pcm`); about 64 KB a second per call at 16 kHz, so long soaks
             turn it off.
+        strict: drop (and count in ``report.refused``) commands live Vobiz would not
+            obey (see the module docstring); False obeys them.
+        audio_track: ``inbound`` (caller audio), ``outbound`` (what the caller hears,
+            i.e. the agent's playback) or ``both`` (one frame per track every 20 ms;
+            ``start.tracks`` lists both), spec 2.3 / 4.3.3.
+        stream_timeout: seconds after which the stream is stopped (``streamTimeout``,
+            spec 2.3); counted in call time, so ``speed`` shortens it too.
     """
 
     def __init__(
@@ -119,6 +146,9 @@ class MediaPeer:
         extra_headers: str = "{}",
         listener: Callable[[str, dict[str, str]], None] | None = None,
         record: bool = True,
+        strict: bool = True,
+        audio_track: Literal["inbound", "outbound", "both"] = "inbound",
+        stream_timeout: float | None = None,
     ) -> None:
         self.url = url
         self.listener = listener
@@ -131,6 +161,9 @@ class MediaPeer:
         self.hangup_when_done = hangup_when_done
         self.bidirectional = bidirectional
         self.extra_headers = extra_headers
+        self.strict = strict
+        self.audio_track = audio_track
+        self.stream_timeout = stream_timeout
         self.report = PeerReport(
             stream_id=stream_id or str(uuid.uuid4()), call_id=call_id or str(uuid.uuid4())
         )
@@ -204,7 +237,11 @@ class MediaPeer:
         self._stall_until = time.monotonic() + seconds / self.speed
 
     async def hangup(self) -> None:
-        """The caller hangs up (or Vobiz ends the stream): close the socket normally."""
+        """The caller hangs up (or Vobiz ends the stream): close the socket normally.
+
+        Before the socket is open this still counts: the peer then never dials, or
+        closes the socket as soon as it opens, without sending ``start``.
+        """
         self.hung_up = True
         if self._ws is not None:
             await self._ws.close()
@@ -222,11 +259,23 @@ class MediaPeer:
     async def run(self) -> PeerReport:
         """Connect, stream for the call's duration, and return the report."""
         report = self.report
+        if self.hung_up:  # stopped or hung up before dialing: nothing dials
+            report.not_dialed = True
+            self._closed.set()
+            return report
         try:
             async with connect(
                 self.url, max_size=4 * 1024 * 1024, open_timeout=10, ping_interval=None
             ) as ws:
+                if self.hung_up:  # ended while the handshake was in flight
+                    report.not_dialed = True
+                    await ws.close()
+                    report.close_code = ws.close_code
+                    return report
                 self._ws = ws
+                tracks = (
+                    ("inbound", "outbound") if self.audio_track == "both" else (self.audio_track,)
+                )
                 await ws.send(
                     self.proto.send_start(
                         call_id=report.call_id,
@@ -234,6 +283,7 @@ class MediaPeer:
                         media_format=self.format,
                         shape=self.shape,
                         extra_headers=self.extra_headers,
+                        tracks=tracks,
                     )
                 )
                 self._notify("StartStream", ServiceURL=self.url)
@@ -248,11 +298,13 @@ class MediaPeer:
                 self._notify_end()
         except InvalidStatus as exc:
             report.rejected_status = exc.response.status_code
-        except (OSError, InvalidHandshake, ConnectionClosed) as exc:
+        except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError) as exc:
             log.debug("peer %s ended: %s", report.stream_id, exc)
             if self._ws is not None:
                 report.close_code = self._ws.close_code
                 self._notify_end()
+            else:
+                report.connect_error = f"{type(exc).__name__}: {exc}"[:300]
         finally:
             self._closed.set()
         return report
@@ -261,12 +313,20 @@ class MediaPeer:
         """One tick per 20 ms: send caller audio, advance the playout of agent audio."""
         frame_s = FRAME_MS / 1000 / self.speed
         total = round(self._seconds * 1000 / FRAME_MS)
+        limit = None if self.stream_timeout is None else round(self.stream_timeout * 50)
         start = time.monotonic()
+        # The media clock: epoch ms at the first frame, then exactly 20 ms per frame, as
+        # in live samples (spec 4.3.3), whatever the wall clock does between frames.
+        epoch_ms = int(time.time() * 1000)
         tick = 0
         silence = bytes(self._frame_pcm)
         while True:
             if self.hangup_when_done and tick >= total:
                 self._timed_out = True  # the caller hung up: no Stop/Dropped callback
+                await ws.close()
+                return
+            if limit is not None and tick >= limit:
+                self.report.stream_timed_out = True  # streamTimeout: Vobiz ends the stream
                 await ws.close()
                 return
             if ws.close_code is not None or self.report.stopped:
@@ -280,13 +340,14 @@ class MediaPeer:
             pcm = pcm + silence[len(pcm) :]
             if self.record:
                 self._caller += pcm
-            self._advance_playout()
+            heard = self._advance_playout()
             if time.monotonic() >= self._stall_until:
-                timestamp = int(time.time() * 1000)
+                timestamp = epoch_ms + tick * FRAME_MS
                 try:
-                    await ws.send(
-                        self.proto.send_media(pcm, timestamp=timestamp, byte_order=self.byte_order)
-                    )
+                    if self.audio_track != "outbound":
+                        await ws.send(self._media_frame(pcm, timestamp, "inbound"))
+                    if self.audio_track != "inbound":
+                        await ws.send(self._media_frame(heard, timestamp, "outbound"))
                 except ConnectionClosed:
                     return
                 self.report.frames_sent += 1
@@ -294,8 +355,41 @@ class MediaPeer:
                 self.started.set()
             tick += 1
 
-    def _advance_playout(self) -> None:
-        """Play 20 ms of queued agent audio; acknowledge checkpoints reached."""
+    def _media_frame(self, pcm: bytes, timestamp: int, track: str) -> str:
+        """One ``media`` frame as live Vobiz sends it: ``chunk`` equal to
+        ``sequenceNumber`` (spec 4.3.3); for the flat (G1) shape, the oldest media shape
+        instead: format repeated per frame, integer timestamp, no track/chunk/sequence."""
+        frame = self.proto.send_media(
+            pcm, timestamp=timestamp, track=track, byte_order=self.byte_order
+        )
+        if self.shape == "flat":
+            msg = json.loads(frame)
+            old = {
+                "event": "media",
+                "streamId": msg["streamId"],
+                "media": {
+                    "payload": msg["media"]["payload"],
+                    "contentType": self.format.encoding.value,
+                    "sampleRate": self.format.sample_rate,
+                    "timestamp": timestamp,
+                },
+            }
+            return json.dumps(old, separators=(",", ":"))
+        # The protocol counts chunks per track from 0; live Vobiz sends the frame's
+        # sequenceNumber. Patched in the text (a JSON round trip would triple the
+        # emulator's per-frame cost); tests pin chunk == sequenceNumber.
+        head, sep, tail = frame.partition(',"chunk":')
+        if not sep or not frame.startswith(_SEQ_PREFIX):
+            return frame
+        seq = frame[len(_SEQ_PREFIX) : frame.index(",")]
+        return head + sep + seq + tail[tail.index(",") :]
+
+    def _advance_playout(self) -> bytes:
+        """Play 20 ms of queued agent audio; acknowledge checkpoints reached.
+
+        Returns:
+            What the caller heard in these 20 ms (PCM16 LE, silence-padded).
+        """
         need = self._frame_pcm
         out = bytearray()
         queue = self._playout
@@ -318,11 +412,14 @@ class MediaPeer:
         self._queued_bytes -= len(out)
         if out:
             self.report.heard_ms += len(out) / (2 * self.format.sample_rate) * 1000
+        heard = bytes(out) + bytes(need - len(out))
         if self.record:
-            self._heard += out + bytes(need - len(out))
+            self._heard += heard
+        return heard
 
     def _notify_end(self) -> None:
-        if self.report.stopped:
+        if self.report.stopped or self.report.stream_timed_out:
+            # A streamTimeout is a server-side termination: StopStream (spec 5.2).
             self._notify("StopStream")
         elif not self.hung_up and not self._timed_out:
             self._notify("DroppedStream", Error="connection disconnected with the remote service")
@@ -346,6 +443,16 @@ class MediaPeer:
         rate = self.format.sample_rate
         async for message in ws:
             self.report.frames_received += 1
+            if self.strict:
+                reason = self._refusal(message)
+                if reason is not None:
+                    self.report.refused[reason] = self.report.refused.get(reason, 0) + 1
+                    log.warning(
+                        "stream %s: command dropped as Vobiz would (%s)",
+                        self.report.stream_id,
+                        reason,
+                    )
+                    continue
             for event in self.proto.receive(message):
                 if not isinstance(event, PlayAudio):
                     self.events.append(event)  # audio itself is in heard_pcm
@@ -383,3 +490,36 @@ class MediaPeer:
                     return
                 elif isinstance(event, (MalformedFrame, UnknownEvent)):
                     self.report.malformed += 1
+
+    def _refusal(self, message: str | bytes) -> str | None:
+        """Why live Vobiz would not obey this command (spec 4.4), or None.
+
+        Frames that are not JSON commands are left to the protocol (it reports them as
+        malformed or unknown).
+        """
+        try:
+            msg = json.loads(message)
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(msg, dict) or msg.get("event") not in _COMMANDS:
+            return None
+        stream_id = msg.get("streamId")
+        if not isinstance(stream_id, str) or not stream_id:
+            return "missing-stream-id"
+        if stream_id != self.report.stream_id:
+            return "foreign-stream-id"
+        media = msg.get("media")
+        if msg["event"] == "playAudio" and isinstance(media, dict):
+            rate = media.get("sampleRate")
+            if rate is None:
+                return "missing-sample-rate"
+            if isinstance(rate, str):
+                return "string-sample-rate"
+            content_type = media.get("contentType")
+            if isinstance(content_type, str) and ";" in content_type:
+                return "rate-in-content-type"
+        return None
+
+
+_COMMANDS = frozenset({"playAudio", "checkpoint", "clearAudio", "stop"})
+_SEQ_PREFIX = '{"sequenceNumber":'

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import re
 import uuid
@@ -13,8 +14,9 @@ from typing import Any
 
 from aiohttp import web
 
+from .._rules import check_callback_method, check_callback_url, format_extra_headers
 from ..codec import AudioFormat
-from ..errors import CodecError
+from ..errors import CodecError, ValidationError
 
 __all__ = ["FakeStreamRecord", "Fault", "RecordedRequest", "RestState"]
 
@@ -46,6 +48,14 @@ class Fault:
         drop: close the connection without answering.
         after: perform the request's real effect first (e.g. create the stream), then
             fail: a lost response.
+        hold: wait this long (seconds), then perform the request's real effect and
+            answer normally: a slow creation that outlives the client's timeout
+            (aiohttp keeps running the handler after the client has gone).
+        fresh_pages: answer a stream list with a full page (``limit`` items) of newly
+            invented, completed streams: a server that pages forever.
+        gzip: send ``body`` gzip-compressed with ``Content-Encoding: gzip``.
+        content_encoding: ``body`` is already encoded this way (``"gzip"``): send it
+            as is with that ``Content-Encoding`` (for compression bombs).
         method, path_contains: which requests it applies to (None: any).
         count: how many matching requests it affects.
     """
@@ -56,6 +66,10 @@ class Fault:
     body: str | bytes | None = None
     drop: bool = False
     after: bool = False
+    hold: float = 0.0
+    fresh_pages: bool = False
+    gzip: bool = False
+    content_encoding: str | None = None
     method: str | None = None
     path_contains: str | None = None
     count: int = 1
@@ -107,6 +121,14 @@ class FakeStreamRecord:
         }
 
 
+def _bounded_int(text: str, default: int | None) -> int | None:
+    """``int(text)`` for at most 9 digits (and a sign), else ``default``."""
+    text = text.strip()
+    if re.fullmatch(r"-?[0-9]{1,9}", text) is None:
+        return default
+    return int(text)
+
+
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"api_id": str(uuid.uuid4()), "error": message}, status=status)
 
@@ -140,6 +162,8 @@ class RestState:
         self.requests: list[RecordedRequest] = []
         self.streams: dict[str, FakeStreamRecord] = {}
         self.faults: list[Fault] = []
+        self.in_flight = 0
+        """Requests being handled now (a held, slow creation counts until it answers)."""
         self._is_live = is_live
         self._on_started = on_started
         self._on_stopped = on_stopped
@@ -164,6 +188,13 @@ class RestState:
         return None
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.in_flight += 1
+        try:
+            return await self._handle_one(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _handle_one(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         try:
             body: Any = json.loads(raw) if raw else None
@@ -180,12 +211,25 @@ class RestState:
             )
         )
         fault = self._take_fault(request.method, request.path)
+        if fault is not None and fault.hold:
+            await asyncio.sleep(fault.hold)
+            return await self._route(request, body)
+        if fault is not None and fault.fresh_pages:
+            return self._fresh_page(request)
         if fault is not None and not fault.after:
             return await self._apply(request, fault)
         response = await self._route(request, body)
         if fault is not None:
             return await self._apply(request, fault)
         return response
+
+    def _fresh_page(self, request: web.Request) -> web.Response:
+        limit = _bounded_int(request.query.get("limit", "20"), 20) or 20
+        page = [
+            {"stream_id": str(uuid.uuid4()), "status": "completed", "service_url": "wss://x/"}
+            for _ in range(min(limit, 1000))
+        ]
+        return web.json_response({"page": 1, "per_page": limit, "total": 10**9, "objects": page})
 
     async def _apply(self, request: web.Request, fault: Fault) -> web.StreamResponse:
         if fault.delay:
@@ -197,7 +241,14 @@ class RestState:
         headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
         status = fault.status or 500
         if fault.body is not None:
-            return web.Response(status=status, body=fault.body, headers=headers)
+            data = fault.body.encode() if isinstance(fault.body, str) else fault.body
+            if fault.gzip:
+                data = gzip.compress(data)
+                headers["Content-Encoding"] = "gzip"
+            elif fault.content_encoding is not None:
+                headers["Content-Encoding"] = fault.content_encoding
+            headers["Content-Type"] = "application/json"
+            return web.Response(status=status, body=data, headers=headers)
         response = _error(status, f"injected {status}")
         response.headers.update(headers)
         return response
@@ -265,6 +316,20 @@ class RestState:
         timeout = body.get("stream_timeout", 86400)
         if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout <= 0:
             return _error(400, "Invalid stream_timeout")
+        try:  # the rules our client applies (spec 2.3), so the fake refuses what it would
+            method = check_callback_method(
+                body.get("status_callback_method", "POST"), "status_callback_method"
+            )
+            callback_url = check_callback_url(
+                body.get("status_callback_url"), "status_callback_url"
+            )
+            headers = body.get("extra_headers")
+            if headers is not None:
+                if not isinstance(headers, str):
+                    raise ValidationError("extra_headers", "must be a header:value,... string")
+                headers = format_extra_headers(headers, separator=":")
+        except ValidationError as exc:
+            return _error(400, f"Invalid {exc.field}: {exc.reason}")
         record = FakeStreamRecord(
             stream_id=str(uuid.uuid4()),
             call_uuid=call_uuid,
@@ -273,9 +338,9 @@ class RestState:
             audio_track=track,
             content_type=content_type,
             stream_timeout=timeout,
-            status_callback_url=body.get("status_callback_url"),
-            status_callback_method=str(body.get("status_callback_method", "POST")).upper(),
-            extra_headers=body.get("extra_headers"),
+            status_callback_url=callback_url,
+            status_callback_method=method or "POST",
+            extra_headers=headers,
         )
         self.streams[record.stream_id] = record
         if self._on_started is not None:
@@ -290,10 +355,9 @@ class RestState:
         )
 
     def _list(self, call_uuid: str, request: web.Request) -> web.Response:
-        try:
-            limit = int(request.query.get("limit", "20"))
-            offset = int(request.query.get("offset", "0"))
-        except ValueError:
+        limit = _bounded_int(request.query.get("limit", "20"), None)
+        offset = _bounded_int(request.query.get("offset", "0"), None)
+        if limit is None or offset is None or limit < 1 or offset < 0:
             return _error(400, "Invalid limit or offset")
         records = [r for r in self.streams.values() if r.call_uuid == call_uuid]
         page = [r.to_wire(self.auth_id) for r in records[offset : offset + limit]]
@@ -321,16 +385,18 @@ class RestState:
         """Register a stream started another way (an answer XML's ``<Stream>``)."""
         self.streams[record.stream_id] = record
 
-    async def stop(self, record: FakeStreamRecord, reason: str) -> None:
-        """Mark a stream completed and run the media half's hook.
+    async def stop(self, record: FakeStreamRecord, reason: str, status: str = "completed") -> None:
+        """Mark a stream ended and run the media half's hook.
 
         Args:
             reason: ``"api"`` (REST DELETE: Vobiz sends ``StopStream``), ``"hangup"``
                 (the call ended) or ``"ended"`` (the socket already closed).
+            status: ``"completed"``, or ``"failed"`` when the socket never opened
+                (handshake refused, unreachable).
         """
         if record.status != "in-progress":
             return
-        record.status = "completed"
+        record.status = status
         record.end_time = datetime.now(UTC)
         if self._on_stopped is not None:
             await self._on_stopped(record, reason)
