@@ -40,8 +40,10 @@ bench: $(STAMP)
 
 # A call report rendered by headless Chromium to a PNG, checked not blank with the
 # timeline drawn (needs `chromium`; .ci/run installs it).
+# The demo's call report, rendered by headless Chromium and checked (issue 18).
 report-check: $(STAMP)
-	$(BIN)/python -m tests.report_check --out build/report-check
+	$(BIN)/vobiz-async demo --out build/demo > /dev/null
+	$(BIN)/python -m tests.report_check build/demo/call.wav --out build/report-check
 
 soak: $(STAMP)
 	$(BIN)/python benchmarks/soak.py

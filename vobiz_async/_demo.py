@@ -23,9 +23,11 @@ from typing import TextIO
 
 from .codec import interleave_stereo, write_wav
 from .events import AudioReceived
+from .report import render
 from .server import StreamSession, serve
 from .testing import FakeVobiz, speech_like
 from .tokens import sign_stream_url
+from .trace import CallTrace
 
 __all__ = ["DemoAgent", "DemoReport", "caller_script", "run_demo"]
 
@@ -85,6 +87,7 @@ class DemoAgent:
 
     async def __call__(self, session: StreamSession) -> None:
         self.session = session
+        session.record()  # the call's trace (session.trace) for the HTML report
         speaking: asyncio.Task[None] | None = None
         speech_ms = silence_ms = 0.0
         async for event in session:
@@ -140,6 +143,7 @@ class DemoReport:
     rest_requests: list[str]
     streams_listed: list[str]
     recording: str
+    html_report: str
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -173,7 +177,8 @@ async def _progress(agent: DemoAgent, total: float, stream: TextIO, done: asynci
 async def run_demo(
     out_dir: Path, *, progress: TextIO | None = sys.stderr, speed: float = 1.0
 ) -> DemoReport:
-    """Run the demo call and write ``call.wav`` and ``report.json`` into ``out_dir``."""
+    """Run the demo call and write ``call.wav``, ``call.jsonl`` (its trace), ``call.html``
+    (the report) and ``report.json`` into ``out_dir``."""
     agent = DemoAgent()
     secret = "demo-secret"
     async with (
@@ -222,16 +227,22 @@ async def run_demo(
         rest_requests=[f"{r.method} {r.path}" for r in fake.requests],
         streams_listed=[f"{s.stream_id} {s.status}" for s in streams],
         recording=str(wav),
+        html_report=str(out_dir / "call.html"),
     )
     stereo = interleave_stereo(peer.caller_pcm, peer.heard_pcm)
-    await asyncio.to_thread(_write_outputs, out_dir, stereo, result)
+    await asyncio.to_thread(_write_outputs, out_dir, stereo, result, session.trace)
     return result
 
 
-def _write_outputs(out_dir: Path, stereo: bytes, report: DemoReport) -> None:
+def _write_outputs(
+    out_dir: Path, stereo: bytes, report: DemoReport, trace: CallTrace | None
+) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_wav(out_dir / "call.wav", stereo, RATE, channels=2)
+    wav = out_dir / "call.wav"
+    write_wav(wav, stereo, RATE, channels=2)
     (out_dir / "report.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
+    trace_path = trace.write(wav) if trace is not None else None
+    (out_dir / "call.html").write_text(render(wav, trace_path), encoding="utf-8")
 
 
 def format_report(report: DemoReport) -> str:
@@ -252,5 +263,6 @@ def format_report(report: DemoReport) -> str:
         + (", ".join(f"{v:.2f} ms" for v in report.clear_round_trip_ms) or "no barge-in"),
         f"  malformed / dropped    {report.malformed_frames} / {report.dropped_frames}",
         f"  recording              {report.recording} (left: caller, right: agent as heard)",
+        f"  call report            {report.html_report} (open it in a browser)",
     ]
     return "\n".join(lines)

@@ -66,6 +66,7 @@ from .codec import (
     ByteOrder,
     Framer,
     Resampler,
+    l16_to_pcm16,
     pcm16_to_l16,
     pcm16_to_ulaw,
     swap_bytes16,
@@ -134,6 +135,7 @@ class ProtocolStats:
     restarts: int = 0
     missing_stream_id: int = 0
     dropped_outbound: int = 0
+    late_outbound: int = 0
 
 
 @dataclass(slots=True)
@@ -556,6 +558,13 @@ class StreamProtocol:
             self._play_prefix = wire.play_audio_prefix(self.started.stream_id, fmt)
         return fmt, self._framer
 
+    def decode_outbound(self, payload: bytes) -> bytes:
+        """Audio in the outbound format (as ``play_encoded`` takes it) as PCM16 LE."""
+        fmt = self.outbound_format or self.inbound_format or _DEFAULT_FORMAT
+        if fmt.encoding is AudioEncoding.MULAW:
+            return ulaw_to_pcm16(payload)
+        return l16_to_pcm16(payload[: len(payload) & ~1], self._out_order)
+
     def _encode(self, pcm: bytes, fmt: AudioFormat) -> bytes:
         if fmt.encoding is AudioEncoding.MULAW:
             return pcm16_to_ulaw(pcm)
@@ -697,6 +706,10 @@ class StreamProtocol:
                 out.append(item)
                 if self._utterance_started is None:
                     self._utterance_started = now
+                elif end < now:
+                    # Mid-utterance and Vobiz ran dry before this frame: the caller
+                    # heard a gap (a paced sender that fell behind, or backpressure).
+                    self.stats.late_outbound += 1
                 end = max(end, now) + _FRAME_S
                 self._queued_audio -= 1
                 playout.sent_ms += FRAME_MS

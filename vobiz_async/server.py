@@ -320,7 +320,7 @@ class _Connection(asyncio.Protocol):
                     assert isinstance(event, MalformedFrame)
                     log.debug("malformed frame (%s): %s", event.reason, event.detail)
             old_stream_id = session.stream_id
-            session.events_received([e for e in events if type(e) is not MalformedFrame])
+            session.events_received(events)
             if session.stream_id != old_stream_id:
                 self.server._rebind(session, old_stream_id)
             return

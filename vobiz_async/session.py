@@ -22,7 +22,7 @@ import contextlib
 import heapq
 import itertools
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -34,8 +34,10 @@ from .events import (
     AudioReceived,
     CheckpointOutcome,
     CheckpointVoided,
+    DtmfReceived,
     Event,
     InboundEvent,
+    MalformedFrame,
     PlaybackCheckpointReached,
     StatusCallbackReceived,
     StreamStarted,
@@ -43,6 +45,7 @@ from .events import (
 )
 from .protocol import ClearSummary, StreamProtocol
 from .recording import CallRecorder
+from .trace import CallTrace
 
 __all__ = ["Pacer", "SessionStats", "StreamSession", "Transport"]
 
@@ -213,6 +216,7 @@ class StreamSession:
         self.close_code: int | None = None
         self.status_callbacks: list[Any] = []  # parsed StreamStatusCallback objects
         self.recorder: CallRecorder | None = None
+        self.trace: CallTrace | None = None
         self._observer: Callable[[InboundEvent], None] | None = None
 
     def observe(self, callback: Callable[[InboundEvent], None] | None) -> None:
@@ -280,21 +284,47 @@ class StreamSession:
 
     def record(self, sample_rate: int | None = None) -> CallRecorder:
         """Start recording both sides (caller left, agent as heard right); returns the
-        recorder, whose ``write(path)`` saves a stereo WAV at any time."""
+        recorder, whose ``write(path)`` saves a stereo WAV at any time.
+
+        Also starts :attr:`trace`, a :class:`~vobiz_async.trace.CallTrace` of the call
+        on the recording's time axis (utterances, checkpoints, clears, DTMF, the close,
+        per-second frame counts): ``trace.write(wav_path)`` saves it next to the WAV
+        as ``.jsonl`` for ``vobiz-async report``.
+        """
         if self.recorder is None:
+            now = self._loop.time()
             rate = sample_rate or self.inbound_format.sample_rate
-            self.recorder = CallRecorder(rate, self._loop.time())
+            self.recorder = CallRecorder(rate, now)
+            self.trace = CallTrace(now)
+            self.trace.start(
+                now=now,
+                stream_id=self.stream_id,
+                call_id=self.call_id,
+                format_in=self.inbound_format.content_type,
+                format_out=self.outbound_format.content_type,
+                provider=self.started.provider,
+            )
         return self.recorder
 
     # -------------------------------------------------- the carrying connection's side
     def events_received(self, events: list[Event]) -> None:
         """Take the events the protocol parsed from one frame (called on the read path;
-        never blocks)."""
+        never blocks). Malformed frames are only counted (in the trace, when recording):
+        the protocol's stats have them."""
+        trace = self.trace
         for event in events:
             kind = type(event)
             if kind is AudioReceived:  # the common case: 50 a second
+                if trace is not None:
+                    trace.count("in", now=self._loop.time())
                 self._deliver(event)  # type: ignore[arg-type]
                 continue
+            if kind is MalformedFrame:
+                if trace is not None:
+                    trace.count("malformed", now=self._loop.time())
+                continue
+            if trace is not None:
+                self._trace_event(trace, event)
             if kind is PlaybackCheckpointReached:
                 assert isinstance(event, PlaybackCheckpointReached)
                 future = self._checkpoints.pop(event.name, None)
@@ -314,6 +344,17 @@ class StreamSession:
                 self.started = event  # a reconnect on this socket: the new stream id
             self._deliver(event)  # type: ignore[arg-type]
 
+    def _trace_event(self, trace: CallTrace, event: Event) -> None:
+        now = self._loop.time()
+        if type(event) is AudioCleared:
+            trace.cleared(now=now)
+        elif type(event) is StreamStopped:
+            assert isinstance(event, StreamStopped)
+            trace.stop(now=now, by="peer", reason=event.reason)
+        elif type(event) is DtmfReceived:
+            assert isinstance(event, DtmfReceived)
+            trace.dtmf(event.digit, now=now)
+
     def writable(self) -> None:
         """The transport's write buffer drained: resume pacing."""
         self._pacer.wake(self)
@@ -328,6 +369,8 @@ class StreamSession:
         proto = self._proto
         self._resolve_voided(proto.connection_closed())
         proto.release()
+        if self.trace is not None:
+            self.trace.close(code, now=self._loop.time())
         for future in self._checkpoints.values():
             if not future.done():
                 future.set_result(CheckpointOutcome.CLOSED)
@@ -342,6 +385,8 @@ class StreamSession:
         transport, proto = self._transport, self._proto
         if self._closed:
             return
+        late = proto.stats.late_outbound
+        sent = 0
         # One frame at a time while the write buffer has room: backpressure stops the
         # pacing at the frame that filled it (resume_writing wakes us again).
         while not transport.write_paused:
@@ -349,6 +394,12 @@ class StreamSession:
             if not frames:
                 break
             transport.send_text(frames[0])
+            sent += 1
+        trace = self.trace
+        if trace is not None and sent:
+            trace.count("out", sent, now=now)
+            if proto.stats.late_outbound > late:
+                trace.count("late", proto.stats.late_outbound - late, now=now)
         drained = self._drained
         if drained is not None and not self._proto.has_queued and not drained.done():
             drained.set_result(None)
@@ -385,6 +436,8 @@ class StreamSession:
                 self._dropped_frames += 1
                 if self._on_dropped_frame is not None:
                     self._on_dropped_frame()
+                if self.trace is not None:
+                    self.trace.count("dropped", now=self._loop.time())
                 return
         self._queued_audio_ms = 0.0
 
@@ -513,13 +566,15 @@ class StreamSession:
             if self._closed:
                 return 0.0
             rate = sample_rate or self.outbound_format.sample_rate
-            if self.recorder is not None:
-                self.recorder.add_agent(pcm, rate, self._playout_start())
+            self._record_agent(pcm, rate)
             proto, loop = self._proto, self._loop
-            return await self._play_sliced(
-                pcm,
-                2 * rate * _SLICE_MS // 1000,
-                lambda chunk: proto.play(chunk, sample_rate, now=loop.time()),
+            return await self._traced_play(
+                len(pcm) * 500 / rate,
+                self._play_sliced(
+                    pcm,
+                    2 * rate * _SLICE_MS // 1000,
+                    lambda chunk: proto.play(chunk, sample_rate, now=loop.time()),
+                ),
             )
 
     async def play_encoded(self, payload: bytes) -> float:
@@ -537,11 +592,32 @@ class StreamSession:
                 return 0.0
             proto, loop = self._proto, self._loop
             fmt = self.outbound_format
-            return await self._play_sliced(
-                payload,
-                round(fmt.bytes_per_ms * _SLICE_MS),
-                lambda chunk: proto.play_encoded(chunk, now=loop.time()),
+            if self.recorder is not None:  # what was played is heard: record it too
+                self._record_agent(proto.decode_outbound(payload), fmt.sample_rate)
+            return await self._traced_play(
+                len(payload) / fmt.bytes_per_ms,
+                self._play_sliced(
+                    payload,
+                    round(fmt.bytes_per_ms * _SLICE_MS),
+                    lambda chunk: proto.play_encoded(chunk, now=loop.time()),
+                ),
             )
+
+    def _record_agent(self, pcm: bytes, rate: int) -> None:
+        if self.recorder is not None:
+            self.recorder.add_agent(pcm, rate, self._playout_start())
+
+    async def _traced_play(self, duration_ms: float, playing: Awaitable[float]) -> float:
+        trace = self.trace
+        if trace is None:
+            return await playing
+        trace.play_started(duration_ms, now=self._loop.time(), at=self._playout_start())
+        sent = 0.0
+        try:
+            sent = await playing
+        finally:
+            trace.play_ended(sent, now=self._loop.time())
+        return sent
 
     async def checkpoint(
         self, name: str | None = None, *, timeout: float | None = None
@@ -566,6 +642,12 @@ class StreamSession:
             for the stream's end: every checkpoint ends in exactly one outcome.
         """
         name = name or f"cp-{next(self._names)}"
+        outcome = await self._checkpoint(name, timeout)
+        if self.trace is not None:
+            self.trace.checkpoint_outcome(name, outcome.value, now=self._loop.time())
+        return outcome
+
+    async def _checkpoint(self, name: str, timeout: float | None) -> CheckpointOutcome:
         async with self._play_lock:
             if self._closed:
                 return CheckpointOutcome.CLOSED
@@ -579,6 +661,9 @@ class StreamSession:
             self._checkpoints[name] = future
             self._proto.checkpoint(name, now=self._loop.time())
             self._pacer.wake(self)
+            if self.trace is not None:
+                now = self._loop.time()
+                self.trace.checkpoint_sent(name, now=now, due=self._playout_start())
         if timeout is None:
             timeout = max(0.0, self._playout_start() - self._loop.time()) + 5.0
         try:
@@ -613,6 +698,8 @@ class StreamSession:
         self._clear_gate = self._loop.create_future()
         summary = proto.last_clear
         assert summary is not None
+        if self.trace is not None:
+            self.trace.clear(summary, now=now)
         if wait if wait is not None else self._pacing.wait_for_cleared:
             await self._await_clear_gate()
         return summary
@@ -622,6 +709,8 @@ class StreamSession:
         if self._closed:
             return
         self._generation += 1
+        if self.trace is not None:
+            self.trace.stop(now=self._loop.time(), by="us")
         self._transport.send_text(self._proto.stop())
         self._resolve_voided(self._proto.take_events())
         self._transport.expect_peer_close()
