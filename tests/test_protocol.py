@@ -428,7 +428,8 @@ def test_second_start_switches_stream_and_closes_old_checkpoints() -> None:
     events = proto.receive(start_frame(sid="new-stream"))
     assert events[0] == CheckpointVoided("old", CheckpointOutcome.CLOSED)
     assert isinstance(events[1], StreamStarted) and proto.stream_id == "new-stream"
-    assert json.loads(proto.stop())["streamId"] == "new-stream"
+    stop = proto.stop()
+    assert stop is not None and json.loads(stop)["streamId"] == "new-stream"
     assert proto.stats.restarts == 1
 
 
@@ -505,7 +506,10 @@ def test_vobiz_role_parses_app_commands() -> None:
     pcm = tone(8000, 20)
     app.play(pcm, 8000)
     app.checkpoint("c")
-    frames = [*app.frames_due(math.inf), app.clear(), app.stop()]
+    frames = [*app.frames_due(math.inf), app.clear()]
+    stop = app.stop()
+    assert stop is not None
+    frames.append(stop)
     parsed = [e for f in frames for e in vobiz.receive(f)]
     assert isinstance(parsed[0], PlayAudio) and parsed[0].pcm() == ulaw_to_pcm16(pcm16_to_ulaw(pcm))
     assert parsed[1:] == [Checkpoint(SID, "c"), ClearAudio(SID), Stop(SID)]
@@ -580,3 +584,101 @@ def test_acknowledgement_latencies_are_measured_with_now() -> None:
     proto.clear(now=2.0)
     proto.receive('{"event":"clearedAudio","streamId":"x"}', now=2.004)
     assert list(proto.playout.clear_round_trip_ms) == [pytest.approx(4.0)]
+
+
+# ---- the Twilio-compatible dialect ---------------------------------------------------------
+
+COMPAT_FIXTURES = FIXTURES / "compat"
+
+
+def compat_started(name: str = "start_twilio.json", **kwargs: Any) -> StreamProtocol:
+    proto = StreamProtocol(**kwargs)
+    assert proto.receive((COMPAT_FIXTURES / "connected_twilio.json").read_text()) == []
+    [event] = proto.receive((COMPAT_FIXTURES / name).read_text())
+    assert isinstance(event, StreamStarted)
+    return proto
+
+
+def test_auto_detects_the_compat_dialect_from_connected() -> None:
+    """``connected`` is no event and no oddity; the start that follows is compat."""
+    proto = compat_started()
+    assert proto.provider == "twilio" and proto.connected is not None
+    assert proto.stats.malformed == 0 and proto.stats.unknown_events == 0
+    assert not proto.clear_acknowledged
+    media = (COMPAT_FIXTURES / "media_twilio_inbound_track.json").read_text()
+    [audio] = proto.receive(media)
+    assert isinstance(audio, AudioReceived) and audio.chunk == 2 and audio.timestamp == 5
+
+
+def test_auto_detects_vobiz_from_its_start() -> None:
+    """A Vobiz start fixes the Vobiz dialect; compat-looking frames are then unknown."""
+    proto = started()
+    assert proto.provider == "vobiz" and proto.clear_acknowledged
+    [event] = proto.receive((COMPAT_FIXTURES / "mark_twilio.json").read_text())
+    assert isinstance(event, UnknownEvent)
+
+
+def test_compat_audio_goes_out_as_media_in_the_streams_own_format() -> None:
+    """Outbound audio is ``media`` with a payload only, in the stream's format."""
+    proto = compat_started(outbound_format=AudioFormat(AudioEncoding.L16, 24000))
+    assert proto.outbound_format == AudioFormat(AudioEncoding.MULAW, 8000)
+    proto.play(tone(16000, 100), 16000)
+    frame, *_ = proto.frames_due(math.inf)
+    body = json.loads(frame)
+    assert body["event"] == "media" and set(body["media"]) == {"payload"}
+    assert len(base64.b64decode(body["media"]["payload"])) == 160
+
+
+def test_compat_checkpoint_is_a_mark_and_its_echo_means_played() -> None:
+    """checkpoint() sends a uniquely named mark; its echo resolves the checkpoint."""
+    proto = compat_started()
+    proto.play(tone(8000, 40), 8000)
+    proto.checkpoint("greet")
+    *_, mark = proto.frames_due(math.inf)
+    wire_name = json.loads(mark)["mark"]["name"]
+    assert json.loads(mark)["event"] == "mark" and wire_name.startswith("greet:")
+    echo = json.dumps({"event": "mark", "streamSid": "x", "mark": {"name": wire_name}})
+    [event] = proto.receive(echo)
+    assert event == PlaybackCheckpointReached("greet", True, "x", None)
+    assert proto.playout.played_ms == 40.0
+
+
+def test_a_mark_echoed_after_clear_is_cleared_not_played() -> None:
+    """The platform returns flushed marks: the checkpoint stays cleared, no event."""
+    proto = compat_started()
+    proto.play(tone(8000, 40), 8000)
+    proto.checkpoint("a")
+    *_, mark = proto.frames_due(math.inf)
+    frame = proto.clear(now=1.0)
+    assert json.loads(frame) == {"event": "clear", "streamSid": json.loads(mark)["streamSid"]}
+    assert proto.take_events() == [CheckpointVoided("a", CheckpointOutcome.CLEARED)]
+    echo = json.dumps({"event": "mark", "mark": {"name": json.loads(mark)["mark"]["name"]}})
+    assert proto.receive(echo) == []
+    assert proto.stats.marks_after_clear == 1
+    proto.checkpoint("a")  # the same name again is a new, distinct mark on the wire
+    [again] = proto.frames_due(math.inf)
+    assert json.loads(again)["mark"]["name"] != json.loads(mark)["mark"]["name"]
+
+
+def test_an_unknown_mark_is_counted_not_fatal() -> None:
+    """A mark for a name we never sent is reported unmatched and counted."""
+    proto = compat_started()
+    [event] = proto.receive('{"event":"mark","mark":{"name":"nope"}}')
+    assert isinstance(event, PlaybackCheckpointReached) and not event.matched
+    assert proto.stats.unknown_marks == 1 and proto.stats.malformed == 0
+
+
+def test_compat_stop_has_no_frame() -> None:
+    """There is no outbound stop on compat streams: stop() returns None, state closes."""
+    proto = compat_started("start_signalwire.json")
+    assert proto.provider == "signalwire"
+    assert proto.stop() is None and proto.state is State.CLOSED
+
+
+def test_a_configured_provider_is_not_second_guessed() -> None:
+    """provider='vobiz' reads a compat start as a malformed Vobiz start."""
+    proto = StreamProtocol(provider="vobiz")
+    [event] = proto.receive((COMPAT_FIXTURES / "start_twilio.json").read_text())
+    assert isinstance(event, MalformedFrame)
+    with pytest.raises(ValidationError):
+        StreamProtocol(provider="plivo")  # type: ignore[arg-type]

@@ -57,6 +57,7 @@ from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from typing import Literal
 
+from ._wire import COMPAT, VOBIZ, Dialect, compat
 from ._wire import vobiz as wire
 from .codec import (
     FRAME_MS,
@@ -77,14 +78,11 @@ from .events import (
     AudioCleared,
     AudioReceived,
     ByteOrderDetected,
-    Checkpoint,
     CheckpointOutcome,
     CheckpointVoided,
-    ClearAudio,
     Event,
     MalformedFrame,
     PlaybackCheckpointReached,
-    Stop,
     StreamStarted,
     UnknownEvent,
     json_string,
@@ -103,6 +101,8 @@ __all__ = [
 InboundByteOrder = Literal["little", "big", "auto"]
 _DEFAULT_FORMAT = wire.DEFAULT_FORMAT
 _FRAME_S = FRAME_MS / 1000
+_MAX_CLEARED_MARKS = 256
+Provider = Literal["auto", "vobiz", "signalwire", "twilio"]
 
 
 class Role(enum.StrEnum):
@@ -136,6 +136,8 @@ class ProtocolStats:
     missing_stream_id: int = 0
     dropped_outbound: int = 0
     late_outbound: int = 0
+    marks_after_clear: int = 0
+    unknown_marks: int = 0
 
 
 @dataclass(slots=True)
@@ -232,6 +234,10 @@ class StreamProtocol:
         auto_detect_ms: audio to look at before deciding the byte order in ``"auto"``.
         lead_ms: audio kept queued at Vobiz ahead of the playout point by
             :meth:`frames_due` (the pacing lead, see ``Pacing.lead_ms``).
+        provider: the wire dialect (app role): ``"vobiz"``, ``"signalwire"`` or
+            ``"twilio"`` (the Twilio-compatible dialect), or ``"auto"`` (default): the
+            first frame tells (``connected``, or a ``start`` with ``streamSid``, is
+            compat; compat spec 4.3).
 
     Raises:
         ValidationError: an unknown byte order.
@@ -246,12 +252,24 @@ class StreamProtocol:
         outbound_format: AudioFormat | None = None,
         auto_detect_ms: int = 500,
         lead_ms: float = 200.0,
+        provider: Provider = "auto",
     ) -> None:
         if l16_byte_order not in ("little", "big", "auto"):
             raise ValidationError("l16_byte_order", "must be 'little', 'big' or 'auto'")
         if outbound_byte_order not in ("little", "big"):
             raise ValidationError("outbound_byte_order", "must be 'little' or 'big'")
+        if provider not in ("auto", "vobiz", "signalwire", "twilio"):
+            raise ValidationError("provider", "must be auto, vobiz, signalwire or twilio")
         self.role = Role(role)
+        self._configured_provider: Provider = provider
+        self._dialect: Dialect | None = (
+            None if provider == "auto" else VOBIZ if provider == "vobiz" else COMPAT
+        )
+        self.connected: compat.Connected | None = None
+        self._mark_names: dict[str, str] = {}  # compat: wire mark name -> checkpoint name
+        self._cleared_marks: dict[str, None] = {}  # compat: flushed marks still to echo
+        self._marks = 0
+        self._clears = 0
         self.state = State.AWAITING_START
         self.stats = ProtocolStats()
         self.playout = PlayoutStats()
@@ -272,6 +290,7 @@ class StreamProtocol:
         self._resamplers: dict[int, Resampler] = {}
         self._utterance_started: float | None = None
         self._play_prefix = ""
+        self._play_suffix = ""
         self._lead = lead_ms / 1000
         self._queue: deque[str | _QueuedCheckpoint] = deque()
         self._queued_audio = 0
@@ -327,13 +346,14 @@ class StreamProtocol:
         self.stats.frames_in += 1
         events: list[Event] = self.take_events() if self._outbox else []
         if self.role is Role.APP:
+            dialect = self._dialect or self._detect(frame, binary)
             if self.inbound_format is not None and not binary:
-                media = wire.decode_media(frame)  # the hot path: one C pass
+                media = dialect.decode_media(frame)  # the hot path: one C pass
                 if media is not None:
                     self._track_sequence(media.sequenceNumber)
                     events.extend(self._on_media(media, frame))
                     return events
-            parsed, seq = wire.parse_inbound(frame, binary=binary)
+            parsed, seq = dialect.parse_inbound(frame, binary=binary)
             self._track_sequence(seq)
             self._apply(parsed, frame, events, now)
         else:
@@ -350,8 +370,35 @@ class StreamProtocol:
                 events.append(command)
         return events
 
+    def _detect(self, frame: str | bytes, binary: bool) -> Dialect:
+        """``provider="auto"`` before the stream started: compat frames say so at once
+        (and fix the choice); anything else is read as Vobiz until a Vobiz ``start``
+        fixes it."""
+        if not binary and compat.looks_like_compat(frame):
+            self._dialect = COMPAT
+            return COMPAT
+        return VOBIZ
+
+    @property
+    def provider(self) -> str:
+        """Who is on the other end: ``vobiz``, ``signalwire`` or ``twilio`` (known from
+        ``start``; before it, the configured provider or ``auto``)."""
+        if self.started is not None:
+            return self.started.provider
+        return self._configured_provider
+
+    @property
+    def clear_acknowledged(self) -> bool:
+        """Whether a clear is acknowledged (Vobiz ``clearedAudio``); compat platforms
+        send nothing back, so there is nothing to wait for after a clear."""
+        return (self._dialect or VOBIZ).clear_acknowledged
+
     def _apply(
-        self, parsed: wire.Inbound, frame: str | bytes, events: list[Event], now: float | None
+        self,
+        parsed: wire.Inbound | compat.Inbound,
+        frame: str | bytes,
+        events: list[Event],
+        now: float | None,
     ) -> None:
         """Fold one parsed inbound message into the stream's state."""
         kind = type(parsed)
@@ -371,7 +418,12 @@ class StreamProtocol:
             events.extend(self._on_start(parsed))
         elif kind is PlaybackCheckpointReached:
             assert isinstance(parsed, PlaybackCheckpointReached)
-            events.append(self._on_played(parsed, now))
+            played = self._on_played(parsed, now)
+            if played is not None:
+                events.append(played)
+        elif kind is compat.Connected:
+            assert isinstance(parsed, compat.Connected)
+            self.connected = parsed  # compat: the socket is up, start follows
         else:  # AudioCleared, DtmfReceived, StreamStopped
             if kind is AudioCleared and self._clear_sent_at is not None and now is not None:
                 self.playout.clear_round_trip_ms.append((now - self._clear_sent_at) * 1000)
@@ -389,6 +441,7 @@ class StreamProtocol:
     def connection_closed(self) -> list[Event]:
         """Record that the socket closed; resolves pending checkpoints as ``closed``."""
         self._drop_queued()
+        self._mark_names.clear()
         if self.state is not State.CLOSED:
             self.state = State.CLOSED
             self._void_pending(CheckpointOutcome.CLOSED)
@@ -430,12 +483,16 @@ class StreamProtocol:
             # A reconnect (maxRetries) on the same object: new stream id, fresh state.
             self.stats.restarts += 1
             self._drop_queued()
+            self._mark_names.clear()
             self._void_pending(CheckpointOutcome.CLOSED)
             events.extend(self.take_events())
             self._reset_outbound()
+        if self._dialect is None:
+            self._dialect = VOBIZ
         self.started = started
         self.inbound_format = started.media_format
-        if self._configured_outbound is None:
+        if self._configured_outbound is None or self._dialect.fixed_outbound:
+            # Compat streams play back in their own format only (compat spec 5.1).
             self.outbound_format = started.media_format
         self._stream_id_json = json_string(started.stream_id)
         self.state = State.STREAMING
@@ -526,7 +583,18 @@ class StreamProtocol:
 
     def _on_played(
         self, played: PlaybackCheckpointReached, now: float | None
-    ) -> PlaybackCheckpointReached:
+    ) -> PlaybackCheckpointReached | None:
+        if self._dialect is COMPAT:
+            # A mark echo means "no longer queued": played, or flushed by our clear
+            # (compat spec 4.6). Flushed ones were resolved as cleared at the clear.
+            name = self._mark_names.pop(played.name, None)
+            if name is None:
+                if self._cleared_marks.pop(played.name, 0) is None:
+                    self.stats.marks_after_clear += 1
+                    return None
+                self.stats.unknown_marks += 1
+                return replace(played, matched=False)
+            played = replace(played, name=name)
         pending = self._pending.pop(played.name, None)
         if pending is None:
             return replace(played, matched=False)
@@ -555,7 +623,9 @@ class StreamProtocol:
         if self._framer is None:
             self._framer = Framer(fmt.encoding, fmt.sample_rate)
             assert self.started is not None
-            self._play_prefix = wire.play_audio_prefix(self.started.stream_id, fmt)
+            dialect = self._dialect or VOBIZ
+            self._play_prefix = dialect.play_prefix(self.started.stream_id, fmt)
+            self._play_suffix = dialect.play_suffix
         return fmt, self._framer
 
     def decode_outbound(self, payload: bytes) -> bytes:
@@ -571,7 +641,7 @@ class StreamProtocol:
         return pcm16_to_l16(pcm, self._out_order)
 
     def _enqueue(self, encoded_frames: list[bytes]) -> int:
-        prefix, suffix = self._play_prefix, wire.PLAY_AUDIO_SUFFIX
+        prefix, suffix = self._play_prefix, self._play_suffix
         b64 = binascii.b2a_base64
         self._queue.extend(
             prefix + b64(f, newline=False).decode("ascii") + suffix for f in encoded_frames
@@ -675,7 +745,14 @@ class StreamProtocol:
             raise LocalProtocolError(f"checkpoint {name!r} is already pending")
         self.flush_audio(now=now)
         self._pending[name] = _Pending(name)
-        self._queue.append(_QueuedCheckpoint(name, wire.serialize(Checkpoint(stream_id, name))))
+        dialect = self._dialect or VOBIZ
+        wire_name = name
+        if dialect.echoes_cleared_marks:
+            # Unique on the wire even when a name comes back after a clear (compat 4.6).
+            self._marks += 1
+            wire_name = f"{name}:g{self._clears}:m{self._marks}"
+            self._mark_names[wire_name] = name
+        self._queue.append(_QueuedCheckpoint(name, dialect.checkpoint_frame(stream_id, wire_name)))
 
     def frames_due(self, now: float, max_frames: int | None = None) -> list[str]:
         """The queued frames that may go out at ``now``, in order; they count as sent.
@@ -770,16 +847,28 @@ class StreamProtocol:
         if self._framer is not None:
             self._framer.clear()
         self._resamplers.clear()
-        return self._emit(wire.serialize(ClearAudio(stream_id)))
+        self._clears += 1
+        for wire_name in self._mark_names:  # their echoes mean "flushed", not "played"
+            self._cleared_marks[wire_name] = None
+        self._mark_names.clear()
+        while len(self._cleared_marks) > _MAX_CLEARED_MARKS:
+            del self._cleared_marks[next(iter(self._cleared_marks))]
+        return self._emit((self._dialect or VOBIZ).clear_frame(stream_id))
 
-    def stop(self) -> str:
+    def stop(self) -> str | None:
         """End the stream: drop what is queued and return the ``stop`` frame; the
-        protocol is closed from now on."""
+        protocol is closed from now on.
+
+        Returns:
+            The frame, or None on compat streams, which have no outbound stop: the
+            application closes the socket instead (compat spec 4.7).
+        """
         stream_id = self._require_streaming(Role.APP)
         self._drop_queued()
         self.state = State.CLOSED
         self._void_pending(CheckpointOutcome.CLOSED)
-        return self._emit(wire.serialize(Stop(stream_id)))
+        make = (self._dialect or VOBIZ).stop_frame
+        return self._emit(make(stream_id)) if make is not None else None
 
     # ------------------------------------------------------------------ Vobiz role: out
     def send_start(

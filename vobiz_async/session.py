@@ -247,6 +247,11 @@ class StreamSession:
         return self._proto.outbound_format or self.inbound_format
 
     @property
+    def provider(self) -> str:
+        """``vobiz``, ``signalwire`` or ``twilio``: whose stream this is."""
+        return self.started.provider
+
+    @property
     def closed(self) -> bool:
         """Whether the stream has ended (closed by either side)."""
         return self._closed
@@ -678,7 +683,9 @@ class StreamSession:
 
         Sends ``clearAudio`` at once, drops audio not yet sent, resolves pending
         checkpoints as ``CLEARED``, and (with ``wait``, default ``Pacing.wait_for_cleared``)
-        waits briefly for ``clearedAudio``; new audio waits for it either way.
+        waits briefly for ``clearedAudio``; new audio waits for it either way. On a
+        SignalWire/Twilio stream (``clear``, which nothing acknowledges) there is no
+        wait: audio sent after it plays normally (compat spec 4.6).
 
         Returns:
             What was interrupted (see :class:`~vobiz_async.protocol.ClearSummary`).
@@ -695,7 +702,8 @@ class StreamSession:
         drained = self._drained
         if drained is not None and not drained.done():
             drained.set_result(None)
-        self._clear_gate = self._loop.create_future()
+        if proto.clear_acknowledged:
+            self._clear_gate = self._loop.create_future()
         summary = proto.last_clear
         assert summary is not None
         if self.trace is not None:
@@ -705,15 +713,21 @@ class StreamSession:
         return summary
 
     async def stop(self) -> None:
-        """End the stream: send ``stop``; Vobiz closes the socket (we close it if not)."""
+        """End the stream: send ``stop``; Vobiz closes the socket (we close it if not).
+        On a SignalWire/Twilio stream, which has no ``stop`` message, close the socket
+        with 1000 (the platform then runs the next cXML/TwiML verb, compat spec 4.7)."""
         if self._closed:
             return
         self._generation += 1
         if self.trace is not None:
             self.trace.stop(now=self._loop.time(), by="us")
-        self._transport.send_text(self._proto.stop())
+        frame = self._proto.stop()
         self._resolve_voided(self._proto.take_events())
-        self._transport.expect_peer_close()
+        if frame is None:  # compat: no outbound stop; closing the socket ends the stream
+            self._transport.close(1000, "stopped")
+        else:
+            self._transport.send_text(frame)
+            self._transport.expect_peer_close()
         await self.wait_closed()
 
     def _resolve_voided(self, events: list[Event]) -> None:
