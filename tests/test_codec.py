@@ -20,6 +20,7 @@ from vobiz_async.codec import (
     AudioFormat,
     Framer,
     Resampler,
+    _ulaw_encode_one,
     frame_size,
     interleave_stereo,
     l16_to_pcm16,
@@ -106,6 +107,19 @@ def test_ulaw_encode_all_65536_samples_match_reference() -> None:
     """Every 16-bit sample value encodes exactly as the classic reference encoder does."""
     samples = list(range(-32768, 32768))
     assert pcm16_to_ulaw(pack(samples)) == bytes(ref_encode(s) for s in samples)
+
+
+def test_ulaw_encode_matches_the_scalar_encoder_at_every_length() -> None:
+    """The lane-wise encoder equals _ulaw_encode_one on all inputs, whatever the length."""
+    samples = list(range(-32768, 32768))
+    scalar = bytes(_ulaw_encode_one(s) for s in samples)
+    assert pcm16_to_ulaw(pack(samples)) == scalar
+    rng = random.Random(5)
+    for n in (1, 2, 3, 159, 160, 161, 480, 4001):
+        chunk = [rng.randint(-32768, 32767) for _ in range(n)]
+        assert pcm16_to_ulaw(pack(chunk)) == bytes(_ulaw_encode_one(s) for s in chunk)
+    extremes = [-32768, -32767, -32636, -32635, -1, 0, 1, 32635, 32636, 32767] * 3
+    assert pcm16_to_ulaw(pack(extremes)) == bytes(_ulaw_encode_one(s) for s in extremes)
 
 
 def test_ulaw_bit_exact_with_audioop_when_available() -> None:

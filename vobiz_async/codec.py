@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import array
 import enum
-import sys
 import wave
 from dataclasses import dataclass
-from operator import itemgetter
 from pathlib import Path
 from typing import Literal
 
@@ -177,9 +175,64 @@ def _ulaw_encode_one(sample: int) -> int:
 _ULAW_VALUES = [_ulaw_decode_one(c) for c in range(256)]
 _ULAW_LO = bytes(v & 0xFF for v in _ULAW_VALUES)
 _ULAW_HI = bytes((v >> 8) & 0xFF for v in _ULAW_VALUES)
-# Indexed by the sample read as an unsigned 16-bit integer in *native* byte order.
-_ULAW_ENCODE = bytes(_ulaw_encode_one(i - 65536 if i >= 32768 else i) for i in range(65536))
-_NATIVE_LITTLE = sys.byteorder == "little"
+
+# The encoder, without a per-sample Python loop (SWAR: SIMD within a register).
+#
+# For a sample s, let a = s if s >= 0 else ~s (0..32767) and u = a + 132 (+4 when s < 0):
+# u is 4 * (biased 14-bit magnitude + 33) plus two low bits that never matter, so the
+# code before its final complement is the 3-bit segment and 4-bit mantissa of w = u >> 3
+# (segment = bit length of w minus 5, mantissa = 4 bits below the top one; 0x7F once
+# w >= 4096). All PCM samples become 16-bit lanes of one int; a and u are a handful of
+# lane-wise big-int operations (no lane ever carries into the next: u <= 32903).
+# Splitting u into its high byte uh and low byte ul, the segment and the mantissa bits
+# at or above bit 8 of u depend on uh alone (_ENC_BASE), and the rest on the class of
+# uh (how many mantissa bits lie below bit 8: 4, 4, 3, 2, 1 or 0) and ul >> 3, an 8-bit
+# key (class << 5 | ul >> 3) looked up in _ENC_LOW. Three bytes.translate calls and
+# two integer ORs/XORs assemble the codes; the sign adds 0x80 at the end.
+
+
+def _ulaw_magnitude_code(u: int) -> int:
+    """Segment and mantissa (before complement) of ``u = 4 * (magnitude + 33)``."""
+    w = u >> 3
+    if w >= 4096:
+        return 0x7F
+    if w < 32:
+        return w & 0x0F
+    seg = w.bit_length() - 5
+    return (seg << 4) | ((w >> seg) & 0x0F)
+
+
+def _enc_class(uh: int) -> int:
+    return 0 if uh == 0 else min(5, uh.bit_length())
+
+
+_ENC_LOW_BITS = (4, 4, 3, 2, 1, 0)  # mantissa bits below bit 8 of u, per class
+_ENC_CLASS = bytes(_enc_class(uh) << 5 for uh in range(256))
+_ENC_WL = bytes(ul >> 3 for ul in range(256))
+_ENC_BASE = bytes(
+    (_ulaw_magnitude_code(uh << 8) & ~((1 << _ENC_LOW_BITS[_enc_class(uh)]) - 1)) ^ 0xFF
+    for uh in range(256)
+)
+_ENC_LOW = bytes(
+    _ulaw_magnitude_code((1 << (8 + key // 32 - 1) if key >= 32 else 0) | (key % 32) << 3)
+    & ((1 << _ENC_LOW_BITS[key // 32]) - 1)
+    if key < 192
+    else 0
+    for key in range(256)
+)
+_ENC_SIGN = bytes(0x80 if hi >= 0x80 else 0 for hi in range(256))
+_ENC_LANES: dict[int, tuple[int, int]] = {}
+
+
+def _enc_lanes(n: int) -> tuple[int, int]:
+    """(a 1 in every 16-bit lane, 132 in every lane) for ``n`` samples, cached."""
+    lanes = _ENC_LANES.get(n)
+    if lanes is None:
+        ones = ((1 << (16 * n)) - 1) // 0xFFFF
+        lanes = (ones, 132 * ones)
+        if len(_ENC_LANES) < 16:
+            _ENC_LANES[n] = lanes
+    return lanes
 
 
 def ulaw_to_pcm16(data: bytes) -> bytes:
@@ -197,14 +250,25 @@ def pcm16_to_ulaw(data: bytes) -> bytes:
         CodecError: odd byte count.
     """
     _check_even(data)
-    if not data:
+    size = len(data)
+    if not size:
         return b""
-    if not _NATIVE_LITTLE:
-        data = swap_bytes16(data)
-    indices = memoryview(data).cast("H")
-    if len(indices) == 1:
-        return bytes((_ULAW_ENCODE[indices[0]],))
-    return bytes(itemgetter(*indices)(_ULAW_ENCODE))
+    n = size >> 1
+    ones, bias = _enc_lanes(n)
+    lanes = int.from_bytes(data, "little")
+    negative = (lanes >> 15) & ones
+    u = (lanes ^ (negative * 0xFFFF)) + bias + (negative << 2)
+    ub = u.to_bytes(size, "little")
+    uh = ub[1::2]
+    key = (
+        int.from_bytes(uh.translate(_ENC_CLASS), "little")
+        | int.from_bytes(ub[0::2].translate(_ENC_WL), "little")
+    ).to_bytes(n, "little")
+    return (
+        int.from_bytes(key.translate(_ENC_LOW), "little")
+        ^ int.from_bytes(uh.translate(_ENC_BASE), "little")
+        ^ int.from_bytes(data[1::2].translate(_ENC_SIGN), "little")
+    ).to_bytes(n, "little")
 
 
 # --------------------------------------------------------------------------------------
