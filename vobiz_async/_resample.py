@@ -85,16 +85,28 @@ def _unit_dc_gain(taps: list[int], up: int) -> None:
 class _Phase:
     """Precomputed big-integer filters for one output phase of a polyphase resampler."""
 
-    __slots__ = ("_biases", "digits", "filters", "gain_offset")
+    __slots__ = ("_biases", "copy", "digits", "filters", "gain_offset")
 
     def __init__(self, taps: list[int], phase: int, up: int, down: int) -> None:
         sub = taps[phase::up]  # taps used by this phase, newest input first
         self.digits = max(1, -(-len(sub) // down))
-        self.filters: list[int] = []
+        # (residue, zero digits skipped, packed taps) for every residue with a non-zero
+        # tap. The lowpass cuts at the lower rate's Nyquist frequency, so every
+        # max(up, down)-th tap from the centre is zero: one residue stream of one phase
+        # holds only the centre tap (a one-digit multiply) and others none at all.
+        self.filters: list[tuple[int, int, int]] = []
         for r in range(down):
             coeffs = sub[r::down]
-            coeffs += [0] * (self.digits - len(coeffs))
-            self.filters.append(sum(c << (_DIGIT_BITS * i) for i, c in enumerate(coeffs)))
+            if not any(coeffs):
+                continue
+            skip = next(i for i, c in enumerate(coeffs) if c)
+            packed = sum(c << (_DIGIT_BITS * i) for i, c in enumerate(coeffs[skip:]))
+            self.filters.append((r, skip, packed))
+        # A phase whose only tap is 1.0 (the centre, upsampling) copies input sample
+        # ``newest - copy``: no arithmetic at all.
+        nonzero = [i for i, c in enumerate(sub) if c]
+        unit = len(nonzero) == 1 and sub[nonzero[0]] == 1 << _TAP_BITS
+        self.copy = nonzero[0] if unit else None
         # Inputs are packed as offset binary (x + 32768): undo that constant here.
         self.gain_offset = _DIGIT_BIAS - 32768 * sum(sub)
         self._biases: dict[int, int] = {}
@@ -241,15 +253,27 @@ class Resampler:
             t = (start + c) * down + self._delay
             newest = t // up
             jobs.append((c, n_out, newest, self._phases[t - newest * up]))
-        # Every stream below is a window of one of `down` streams packed once per call.
-        first = min(newest - (down - 1) - (ph.digits - 1) * down for _, _, newest, ph in jobs)
-        last = max(newest + (n_out - 1) * down for _, n_out, newest, _ in jobs)
-        streams = self._pack(first, last)
         out = bytearray(2 * count)
-        for c, n_out, newest, phase in jobs:
-            lo, hi = self._convolve(phase, newest - first, n_out, streams)
-            out[2 * c :: 2 * up] = lo
-            out[2 * c + 1 :: 2 * up] = hi
+        buf, step = self._buf, 2 * down
+        filtered = []
+        for job in jobs:
+            c, n_out, newest, phase = job
+            if phase.copy is None:
+                filtered.append(job)
+                continue
+            offset = 2 * (newest - phase.copy - self._base)
+            stop = offset + step * (n_out - 1) + 1
+            out[2 * c :: 2 * up] = buf[offset:stop:step]
+            out[2 * c + 1 :: 2 * up] = buf[offset + 1 : stop + 1 : step]
+        if filtered:
+            # Every stream below is a window of one of `down` streams packed once per call.
+            first = min(t - (down - 1) - (ph.digits - 1) * down for _, _, t, ph in filtered)
+            last = max(t + (n - 1) * down for _, n, t, _ in filtered)
+            streams = self._pack(first, last)
+            for c, n_out, newest, phase in filtered:
+                lo, hi = self._convolve(phase, newest - first, n_out, streams)
+                out[2 * c :: 2 * up] = lo
+                out[2 * c + 1 :: 2 * up] = hi
         self._next = end
         return bytes(out)
 
@@ -284,10 +308,10 @@ class Resampler:
         count = digits + n_out - 1  # input samples per residue stream
         mask = (1 << (_DIGIT_BITS * count)) - 1
         acc = 0
-        for r, filt in enumerate(phase.filters):
+        for r, skip, filt in phase.filters:
             oldest = newest - r - (digits - 1) * down
             window = streams[oldest % down] >> (_DIGIT_BITS * (oldest // down))
-            acc += (window & mask) * filt
+            acc += ((window & mask) * filt) << (_DIGIT_BITS * skip)
         total_digits = count + digits
         acc += phase.bias(total_digits)
         raw = acc.to_bytes(width * total_digits + 1, "little")
