@@ -34,7 +34,8 @@ coverage: $(STAMP)
 	$(BIN)/pytest -q --cov --cov-report=term
 
 # Benchmark-only peers, timed beside us in the same run; never runtime dependencies.
-BENCH_PEERS := soxr numpy pipecat-vobiz plivo-stream-sdk
+# (plivo-stream-sdk imports `plivo` without declaring it.)
+BENCH_PEERS := soxr numpy pipecat-vobiz plivo-stream-sdk plivo
 BENCH_STAMP := $(VENV)/.bench-peers
 
 $(BENCH_STAMP): $(STAMP)

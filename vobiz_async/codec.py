@@ -6,11 +6,15 @@ no numpy and no ``audioop`` (removed in Python 3.13); the hot paths avoid per-sa
 Python loops:
 
 * mu-law decode is two ``bytes.translate`` calls and two slice assignments;
+* mu-law encode is a few lane-wise operations on all samples packed into one ``int``
+  (16 bits a lane) plus three ``bytes.translate`` calls, bit-exact with CPython's
+  ``audioop.lin2ulaw``;
 * L16 byte order swaps are slice assignments;
-* resampling is a polyphase FIR filter evaluated by big-integer multiplication: each
-  sample becomes a 48-bit "digit" of one Python ``int``, so one C-level multiply
-  computes a whole block of multiply-accumulates, exactly (integers, no rounding drift),
-  which is also why feeding a signal in chunks gives bit-identical output.
+* resampling (``Resampler``, in the private ``_resample`` module) is a polyphase FIR
+  filter evaluated by big-integer multiplication: each sample becomes a 40-bit "digit"
+  of one Python ``int``, so one C-level multiply computes a whole block of
+  multiply-accumulates, exactly (integers, no rounding drift), which is also why
+  feeding a signal in chunks gives bit-identical output.
 
 Wire facts come from ``shared/spec/vobiz-audio-streams.md`` section 4.5: inbound is
 mu-law 8 kHz or L16 8/16 kHz, outbound adds L16 24 kHz, 20 ms frames, silence byte 0xFF
