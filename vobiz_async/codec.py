@@ -186,13 +186,16 @@ _ULAW_HI = bytes((v >> 8) & 0xFF for v in _ULAW_VALUES)
 # u is 4 * (biased 14-bit magnitude + 33) plus two low bits that never matter, so the
 # code before its final complement is the 3-bit segment and 4-bit mantissa of w = u >> 3
 # (segment = bit length of w minus 5, mantissa = 4 bits below the top one; 0x7F once
-# w >= 4096). All PCM samples become 16-bit lanes of one int; a and u are a handful of
-# lane-wise big-int operations (no lane ever carries into the next: u <= 32903).
-# Splitting u into its high byte uh and low byte ul, the segment and the mantissa bits
-# at or above bit 8 of u depend on uh alone (_ENC_BASE), and the rest on the class of
-# uh (how many mantissa bits lie below bit 8: 4, 4, 3, 2, 1 or 0) and ul >> 3, an 8-bit
-# key (class << 5 | ul >> 3) looked up in _ENC_LOW. Three bytes.translate calls and
-# two integer ORs/XORs assemble the codes; the sign adds 0x80 at the end.
+# w >= 4096). All PCM samples become 16-bit lanes of one int; u is a handful of
+# lane-wise big-int operations (no lane ever carries into the next: u <= 32904), with
+# its two don't-care low bits replaced by the sign. Splitting u into its high byte uh
+# and low byte ul: the segment and the mantissa bits at or above bit 8 of u depend on uh
+# alone (_ENC_BASE, which also applies the complement); the sign and the mantissa bits
+# below bit 8 depend on ul and on the class of uh (how many mantissa bits lie below
+# bit 8: 4, 4, 3, 2, 1 or 0). They meet in one 8-bit key, class id << 6 | sign << 5 |
+# ul >> 3, where a class that needs only the top k bits of ul >> 3 forces the others
+# to 1 (_ENC_CLASS), so four ids serve six classes; _ENC_LOW maps the key to those bits
+# and the sign. Three bytes.translate calls, one OR and one XOR assemble the codes.
 
 
 def _ulaw_magnitude_code(u: int) -> int:
@@ -210,30 +213,48 @@ def _enc_class(uh: int) -> int:
     return 0 if uh == 0 else min(5, uh.bit_length())
 
 
-_ENC_LOW_BITS = (4, 4, 3, 2, 1, 0)  # mantissa bits below bit 8 of u, per class
-_ENC_CLASS = bytes(_enc_class(uh) << 5 for uh in range(256))
-_ENC_WL = bytes(ul >> 3 for ul in range(256))
-_ENC_BASE = bytes(
-    (_ulaw_magnitude_code(uh << 8) & ~((1 << _ENC_LOW_BITS[_enc_class(uh)]) - 1)) ^ 0xFF
-    for uh in range(256)
+# Per class: (key id, forced low bits of ul >> 3, mantissa bits below bit 8 of u, XOR
+# offset). Classes 0, 4 and 5 share id 0: class 0 uses keys 16..31 (u >= 132), class 4
+# keys 15 and 31, class 5 key 31; the offsets make their shared keys agree.
+_ENC_CLASSES = (
+    (0, 0x00, 4, 0),
+    (1, 0x01, 4, 0),
+    (2, 0x03, 3, 0),
+    (3, 0x07, 2, 0),
+    (0, 0x0F, 1, 14),
+    (0, 0x1F, 0, 15),
 )
-_ENC_LOW = bytes(
-    _ulaw_magnitude_code((1 << (8 + key // 32 - 1) if key >= 32 else 0) | (key % 32) << 3)
-    & ((1 << _ENC_LOW_BITS[key // 32]) - 1)
-    if key < 192
-    else 0
-    for key in range(256)
-)
-_ENC_SIGN = bytes(0x80 if hi >= 0x80 else 0 for hi in range(256))
-_ENC_LANES: dict[int, tuple[int, int]] = {}
 
 
-def _enc_lanes(n: int) -> tuple[int, int]:
-    """(a 1 in every 16-bit lane, 132 in every lane) for ``n`` samples, cached."""
+def _enc_low(key: int) -> int:
+    key_id, wl = key >> 6, key & 0x1F
+    sign = 0x80 if key & 0x20 else 0
+    if key_id == 0:
+        return sign | (wl & 0x0F if wl >= 16 else 14)
+    return sign | (wl >> key_id)
+
+
+def _enc_base(uh: int) -> int:
+    _, _, low_bits, offset = _ENC_CLASSES[_enc_class(uh)]
+    high = _ulaw_magnitude_code(uh << 8) & ~((1 << low_bits) - 1)
+    return high ^ offset ^ 0xFF
+
+
+_ENC_CLASS = bytes(
+    _ENC_CLASSES[_enc_class(uh)][0] << 6 | _ENC_CLASSES[_enc_class(uh)][1] for uh in range(256)
+)
+_ENC_WL = bytes((ul & 1) << 5 | ul >> 3 for ul in range(256))
+_ENC_LOW = bytes(_enc_low(key) for key in range(256))
+_ENC_BASE = bytes(_enc_base(uh) for uh in range(256))
+_ENC_LANES: dict[int, tuple[int, int, int]] = {}
+
+
+def _enc_lanes(n: int) -> tuple[int, int, int]:
+    """(1, 132 and 0xFFFC in every 16-bit lane) for ``n`` samples, cached."""
     lanes = _ENC_LANES.get(n)
     if lanes is None:
         ones = ((1 << (16 * n)) - 1) // 0xFFFF
-        lanes = (ones, 132 * ones)
+        lanes = (ones, 132 * ones, 0xFFFC * ones)
         if len(_ENC_LANES) < 16:
             _ENC_LANES[n] = lanes
     return lanes
@@ -258,10 +279,11 @@ def pcm16_to_ulaw(data: bytes) -> bytes:
     if not size:
         return b""
     n = size >> 1
-    ones, bias = _enc_lanes(n)
+    ones, bias, clear_low = _enc_lanes(n)
     lanes = int.from_bytes(data, "little")
     negative = (lanes >> 15) & ones
-    u = (lanes ^ (negative * 0xFFFF)) + bias + (negative << 2)
+    # a, low two bits cleared, + 132 (+4 when negative), and the sign in bit 0.
+    u = ((lanes ^ (negative * 0xFFFF)) & clear_low) + bias + negative * 5
     ub = u.to_bytes(size, "little")
     uh = ub[1::2]
     key = (
@@ -271,7 +293,6 @@ def pcm16_to_ulaw(data: bytes) -> bytes:
     return (
         int.from_bytes(key.translate(_ENC_LOW), "little")
         ^ int.from_bytes(uh.translate(_ENC_BASE), "little")
-        ^ int.from_bytes(data[1::2].translate(_ENC_SIGN), "little")
     ).to_bytes(n, "little")
 
 
