@@ -34,21 +34,22 @@ coverage: $(STAMP)
 	$(BIN)/pytest -q --cov --cov-report=term
 
 # Benchmark-only peers, timed beside us in the same run; never runtime dependencies.
+# They live in their own venv (.venv-bench) so the test venv stays what users install.
 # (plivo-stream-sdk imports `plivo` without declaring it.)
 BENCH_PEERS := soxr numpy pipecat-vobiz plivo-stream-sdk plivo
-BENCH_STAMP := $(VENV)/.bench-peers
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
 
-$(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet $(BENCH_PEERS)
+$(BENCH_STAMP): pyproject.toml
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e . $(BENCH_PEERS)
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
-	$(BIN)/python benchmarks/bench_codec.py
-	$(BIN)/python benchmarks/bench_protocol.py
-	$(BIN)/python benchmarks/bench_server.py
+	$(BENCH_VENV)/bin/python benchmarks/bench_codec.py
+	$(BENCH_VENV)/bin/python benchmarks/bench_protocol.py
+	$(BENCH_VENV)/bin/python benchmarks/bench_server.py
 
-# A call report rendered by headless Chromium to a PNG, checked not blank with the
-# timeline drawn (needs `chromium`; .ci/run installs it).
 # The demo's call report, rendered by headless Chromium and checked (issue 18).
 report-check: $(STAMP)
 	$(BIN)/vobiz-async demo --out build/demo > /dev/null
@@ -58,7 +59,7 @@ soak: $(STAMP)
 	$(BIN)/python benchmarks/soak.py
 
 clean:
-	rm -rf $(VENV) .venv-3.* .mypy_cache .pytest_cache .ruff_cache demo-output
+	rm -rf $(VENV) .venv-3.* .venv-bench .mypy_cache .pytest_cache .ruff_cache demo-output
 
 # The suite on every Python the package claims (3.11, 3.12, 3.13) that this machine has:
 # a plain `pythonX.Y` on PATH, or a pyenv build. Each gets its own venv (.venv-X.Y).
