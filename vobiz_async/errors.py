@@ -9,6 +9,7 @@ Callers catch a class and read attributes; nobody parses messages::
     │   ├── LocalProtocolError   *we* misused it: a command before ``start``, after close
     │   └── RemoteProtocolError  the *peer* sent something invalid (carries the raw frame)
     ├── StreamClosedError        the stream/session/client is closed
+    ├── SessionTimeoutError      no media stream connected in time (also TimeoutError)
     ├── SignatureError           a status callback failed its signature check
     └── APIError                 the Vobiz REST API answered with an error status
     │   ├── InvalidRequestError  400 / 405 / 409 / 422
@@ -44,6 +45,7 @@ __all__ = [
     "RemoteProtocolError",
     "RequestTimeoutError",
     "ServerError",
+    "SessionTimeoutError",
     "SignatureError",
     "StreamClosedError",
     "TransportError",
@@ -99,6 +101,29 @@ class RemoteProtocolError(ProtocolError):
 
 class StreamClosedError(VobizError):
     """The stream, session, server or client was already closed."""
+
+
+class SessionTimeoutError(VobizError, TimeoutError):
+    """No media stream connected in time (``wait_for_session``, ``wait_for_call``).
+
+    Attributes:
+        stream_id: the stream waited for (None when waiting for a call).
+        call_id: the call waited for (None when waiting for a stream).
+        timeout: the seconds waited.
+    """
+
+    def __init__(
+        self,
+        *,
+        stream_id: str | None = None,
+        call_id: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        what = f"stream {stream_id!r}" if stream_id is not None else f"call {call_id!r}"
+        super().__init__(f"no media stream for {what} connected within {timeout} s")
+        self.stream_id = stream_id
+        self.call_id = call_id
+        self.timeout = timeout
 
 
 class SignatureError(VobizError):

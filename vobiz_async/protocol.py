@@ -300,6 +300,14 @@ class StreamProtocol:
             format from ``start`` (always accepted; the newest docs allow others,
             e.g. L16 24 kHz, spec 4.4.1).
         auto_detect_ms: audio to look at before deciding the byte order in ``"auto"``.
+        max_audio_bytes: largest audio payload one media frame may carry (decoded from
+            base64); larger is a :class:`MalformedFrame` (``oversized-audio``), so no
+            single frame costs unbounded work downstream. ``None``: no bound.
+        accept_restart: whether a second ``start`` on this object is taken as a new
+            stream. Reconnects are new sockets (spec 3.1 ``maxRetries``, 4.1), so the
+            server passes ``False``: a repeated ``start`` for the same call is a
+            :class:`MalformedFrame` (``repeated-start``), for another call
+            ``foreign-start``, and the stream keeps its state.
 
     Raises:
         ValidationError: an unknown byte order.
@@ -313,6 +321,8 @@ class StreamProtocol:
         outbound_byte_order: ByteOrder = "little",
         outbound_format: AudioFormat | None = None,
         auto_detect_ms: int = 500,
+        max_audio_bytes: int | None = None,
+        accept_restart: bool = True,
     ) -> None:
         if l16_byte_order not in ("little", "big", "auto"):
             raise ValidationError("l16_byte_order", "must be 'little', 'big' or 'auto'")
@@ -330,6 +340,8 @@ class StreamProtocol:
         self._in_order: InboundByteOrder = l16_byte_order
         self._out_order: ByteOrder = outbound_byte_order
         self._auto_detect_ms = auto_detect_ms
+        self._max_audio_bytes = max_audio_bytes
+        self._accept_restart = accept_restart
         self._auto_raw = bytearray()
         self._auto_seen_ms = 0.0
         self._last_seq: int | None = None
@@ -487,6 +499,11 @@ class StreamProtocol:
         except (PydanticValidationError, CodecError) as exc:
             return [self._malformed("bad-start", frame, str(exc).splitlines()[0])]
         events: list[Event] = []
+        if self.started is not None and not self._accept_restart:
+            reason = (
+                "repeated-start" if started.call_id == self.started.call_id else "foreign-start"
+            )
+            return [self._malformed(reason, frame, f"call {started.call_id[:64]!r}")]
         if self.started is not None:
             # A reconnect (maxRetries) on the same object: new stream id, fresh state.
             self.stats.restarts += 1
@@ -602,6 +619,9 @@ class StreamProtocol:
         """Decode one frame's audio per ``start.mediaFormat`` (or the frame's own format)."""
         fmt = self.inbound_format
         assert fmt is not None
+        limit = self._max_audio_bytes
+        if limit is not None and len(raw) > limit:
+            return [self._malformed("oversized-audio", frame, f"{len(raw)} bytes > {limit}")]
         if content_type is not None or sample_rate is not None:  # oldest shape: per frame
             try:
                 fmt = AudioFormat.parse(

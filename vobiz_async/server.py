@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import itertools
 import logging
+import resource
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
@@ -35,8 +37,8 @@ from websockets.http11 import Request
 from websockets.protocol import State as WsState
 from websockets.server import ServerProtocol
 
-from .codec import FRAME_MS, AudioFormat, ByteOrder
-from .errors import StreamClosedError, ValidationError
+from .codec import FRAME_MS, AudioEncoding, AudioFormat, ByteOrder, l16_to_pcm16, ulaw_to_pcm16
+from .errors import SessionTimeoutError, StreamClosedError, ValidationError
 from .events import (
     AudioCleared,
     AudioReceived,
@@ -48,10 +50,17 @@ from .events import (
     StatusCallbackReceived,
     StreamStarted,
     StreamStopped,
+    UnknownEvent,
 )
 from .protocol import ClearSummary, InboundByteOrder, ProtocolStats, StreamProtocol
-from .recording import CallRecorder
-from .tokens import TokenCheck, extract_token, verify_stream_token
+from .recording import DEFAULT_MAX_RECORDING_BYTES, CallRecorder
+from .tokens import (
+    DEFAULT_STREAM_TOKEN_TTL,
+    TokenCheck,
+    extract_token,
+    sign_stream_url,
+    verify_stream_token,
+)
 
 try:  # the C unmasking routine websockets itself uses
     from websockets.speedups import apply_mask
@@ -74,6 +83,28 @@ Handler = Callable[["StreamSession"], Awaitable[None]]
 _FRAME_S = FRAME_MS / 1000
 RECENT_SECONDS = 120.0
 RECENT_MAX = 1024
+_RESOURCE_LOG_INTERVAL = 10.0  # at most one "out of file descriptors" log line per interval
+_FD_RESERVE = 64  # descriptors kept for everything else: logs, recordings, REST clients
+_MAX_SESSIONS_CAP = 2000
+_ACCEPT_RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+def default_max_sessions(max_pending_handshakes: int = 64) -> int:
+    """The default ``Limits.max_sessions``: what the process's fd limit can hold.
+
+    Each session and each pending handshake is one socket. The soft ``RLIMIT_NOFILE``
+    (``resource.getrlimit``) minus the pending-handshake allowance minus a reserve of 64
+    descriptors for everything else, capped at 2000 (unlimited: 2000). With the common
+    soft limit of 1024 this is 896; raise it with ``ulimit -n`` to serve more.
+
+    Args:
+        max_pending_handshakes: the allowance for connections not yet sessions.
+    """
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return _MAX_SESSIONS_CAP
+    return max(1, min(_MAX_SESSIONS_CAP, soft - max_pending_handshakes - _FD_RESERVE))
+
 
 VOBIZ_MEDIA_NETWORKS = (
     "3.110.99.6/32",
@@ -115,24 +146,51 @@ class Limits:
     Attributes:
         max_message_bytes: largest WebSocket message accepted (a Vobiz media frame is
             about 1 KB); larger closes that connection with 1009.
-        max_sessions: concurrent connections; more are refused with HTTP 503.
+        max_sessions: concurrent sessions (streams past ``start``); a handshake beyond
+            it is refused with HTTP 503, a ``start`` beyond it closed with 1013. Sockets
+            still handshaking do not count. Default: :func:`default_max_sessions`, what
+            the process's fd limit can hold (at most 2000).
+        max_pending_handshakes: connections not yet a session (handshaking or waiting
+            for ``start``). When a new connection would exceed it, the one idle the
+            longest is dropped (``stats.evicted_handshakes``), so a real call gets in.
+        handshake_timeout: seconds from TCP accept to a completed WebSocket handshake.
         start_timeout: seconds from the handshake to the ``start`` frame (then 1008).
-        idle_timeout: seconds without any frame before the connection is closed (1001).
+        idle_timeout: seconds without a data frame (pings do not count) before the
+            connection is closed (1001).
         inbound_queue_ms: audio buffered per session for a slow application; past it
             the oldest audio is dropped and counted (``stats.dropped_frames``).
         max_queued_events: non-audio events buffered per session (oldest dropped).
+        max_queued_event_bytes: wire bytes of the non-audio events buffered per session
+            (oldest dropped, counted in ``dropped_events``).
+        max_unknown_event_bytes: an unknown event whose frame is larger is not kept at
+            all (counted in ``dropped_events`` and ``stats.dropped_unknown_events``).
+        max_audio_frame_bytes: audio bytes one media frame may carry (a 20 ms frame is
+            160-640 bytes); larger is malformed (``oversized-audio``), counted, skipped.
         close_timeout: seconds to wait for the peer to finish a close handshake.
-        write_buffer_bytes: transport buffer above which sends wait (backpressure).
+        write_buffer_bytes: transport buffer above which sends wait (backpressure) and
+            reading pauses, so a peer that never reads cannot grow our memory.
+        write_stall_timeout: seconds the write buffer may stay over
+            ``write_buffer_bytes`` before the connection is dropped
+            (``stats.write_stalls``). ``None``: never.
+        max_recording_bytes: bound of a session recording's stereo PCM (see
+            :meth:`StreamSession.record`); the rest is counted in ``truncated_ms``.
     """
 
     max_message_bytes: int = 256 * 1024
-    max_sessions: int = 2000
+    max_sessions: int = field(default_factory=default_max_sessions)
+    max_pending_handshakes: int = 64
+    handshake_timeout: float = 10.0
     start_timeout: float | None = 10.0
     idle_timeout: float | None = 60.0
     inbound_queue_ms: float = 1000.0
     max_queued_events: int = 256
+    max_queued_event_bytes: int = 1024 * 1024
+    max_unknown_event_bytes: int = 64 * 1024
+    max_audio_frame_bytes: int = 32 * 1024
     close_timeout: float = 2.0
     write_buffer_bytes: int = 64 * 1024
+    write_stall_timeout: float | None = 30.0
+    max_recording_bytes: int = DEFAULT_MAX_RECORDING_BYTES
 
 
 @dataclass(slots=True)
@@ -169,7 +227,15 @@ class SessionStats:
 
 @dataclass(slots=True)
 class ServerStats:
-    """Server-wide counters (everything refused or dropped is counted)."""
+    """Server-wide counters (everything refused or dropped is counted).
+
+    Beyond the obvious ones: ``evicted_handshakes`` (pending connections dropped to
+    admit a newer one), ``accept_errors`` (accepts failed for lack of file descriptors),
+    ``write_stalls`` (peers that stopped reading past ``write_stall_timeout``),
+    ``repeated_starts``/``foreign_starts`` (a second ``start`` on one socket, for the
+    same call: ignored; for another: closed with 1008), ``dropped_events`` and
+    ``dropped_unknown_events`` (non-audio events over a session's budget).
+    """
 
     connections: int = 0
     active_connections: int = 0
@@ -186,6 +252,13 @@ class ServerStats:
     handler_errors: int = 0
     malformed_frames: int = 0
     dropped_frames: int = 0
+    dropped_events: int = 0
+    dropped_unknown_events: int = 0
+    evicted_handshakes: int = 0
+    accept_errors: int = 0
+    write_stalls: int = 0
+    repeated_starts: int = 0
+    foreign_starts: int = 0
 
 
 class StreamSession:
@@ -205,6 +278,9 @@ class StreamSession:
         self._queue: deque[Event] = deque()
         self._queued_audio_ms = 0.0
         self._queued_other = 0
+        self._other_sizes: deque[int] = deque()  # wire bytes of queued non-audio, in order
+        self._queued_other_bytes = 0
+        self._started_at = conn.loop.time()
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
         self._closed_event = asyncio.Event()
@@ -288,16 +364,41 @@ class StreamSession:
         self._deliver(event)
 
     def record(self, sample_rate: int | None = None) -> CallRecorder:
-        """Start recording both sides (caller left, agent as heard right); returns the
-        recorder, whose ``write(path)`` saves a stereo WAV at any time."""
+        """Start recording both sides (caller left, agent as heard right).
+
+        The recording starts at ``start``: caller audio still queued (not yet read by
+        the application) is taken in, so audio that arrived with ``start`` is kept. To
+        record every frame regardless, create the server with ``serve(record=True)``.
+        Its size is bounded by ``Limits.max_recording_bytes``. The session drops its
+        reference once the stream has closed and the handler has returned: keep the
+        returned recorder to write it later.
+
+        Args:
+            sample_rate: the recording's rate (default: the inbound rate).
+
+        Returns:
+            The recorder; its ``write(path)`` (blocking: use ``asyncio.to_thread``)
+            saves a stereo WAV at any time.
+        """
         if self.recorder is None:
             rate = sample_rate or self.inbound_format.sample_rate
-            self.recorder = CallRecorder(rate, self._loop.time())
+            recorder = CallRecorder(
+                rate, self._started_at, max_bytes=self._conn.limits.max_recording_bytes
+            )
+            for event in self._queue:
+                if type(event) is AudioReceived and event.track == "inbound":
+                    recorder.add_caller(event.pcm, event.sample_rate)
+            self.recorder = recorder
         return self.recorder
 
     # --------------------------------------------------------------------- inbound
-    def _deliver(self, event: Event) -> None:
-        """Queue an event for the application (called on the read path; never blocks)."""
+    def _deliver(self, event: Event, size: int = 0) -> None:
+        """Queue an event for the application (called on the read path; never blocks).
+
+        Args:
+            event: what to queue.
+            size: the wire bytes it came from (bounds non-audio events by bytes).
+        """
         queue = self._queue
         if type(event) is AudioReceived:
             assert isinstance(event, AudioReceived)
@@ -309,9 +410,14 @@ class StreamSession:
             while self._queued_audio_ms > limit:
                 self._drop_oldest_audio()
         else:
+            limits = self._conn.limits
             queue.append(event)
             self._queued_other += 1
-            if self._queued_other > self._conn.limits.max_queued_events:
+            self._other_sizes.append(size)
+            self._queued_other_bytes += size
+            while self._queued_other > limits.max_queued_events or (
+                self._queued_other_bytes > limits.max_queued_event_bytes
+            ):
                 self._drop_oldest_other()
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -332,8 +438,13 @@ class StreamSession:
             if type(item) is not AudioReceived:
                 del self._queue[index]
                 self._queued_other -= 1
+                self._queued_other_bytes -= self._other_sizes.popleft()
                 self._dropped_events += 1
+                self._conn.server.stats.dropped_events += 1
                 return
+        self._queued_other = 0
+        self._queued_other_bytes = 0
+        self._other_sizes.clear()
 
     def _take(self) -> Event | None:
         queue = self._queue
@@ -344,7 +455,18 @@ class StreamSession:
             self._queued_audio_ms -= event.duration_ms
         else:
             self._queued_other -= 1
+            self._queued_other_bytes -= self._other_sizes.popleft()
         return event
+
+    def _release(self) -> None:
+        """Drop what a finished session no longer needs: only identity and stats stay
+        (a closed session is kept ``RECENT_SECONDS`` to route late callbacks)."""
+        self._queue.clear()
+        self._other_sizes.clear()
+        self._queued_audio_ms = 0.0
+        self._queued_other = 0
+        self._queued_other_bytes = 0
+        self.recorder = None
 
     async def next_event(self) -> Event:
         """The next event; raises ``StreamClosedError`` once closed and drained."""
@@ -487,12 +609,24 @@ class StreamSession:
             generation = self._generation
             proto = self._conn.proto
             fmt = self.outbound_format
+            if self.recorder is not None:
+                self.recorder.add_agent(
+                    self._decode_outbound(payload, fmt),
+                    fmt.sample_rate,
+                    max(self._loop.time(), self._playout_end),
+                )
             return await self._play_sliced(
                 payload,
                 round(fmt.bytes_per_ms * 100),
                 lambda chunk: proto.play_encoded(chunk, now=self._loop.time()),
                 generation,
             )
+
+    def _decode_outbound(self, payload: bytes, fmt: AudioFormat) -> bytes:
+        """PCM16 LE of audio in the outbound format (for the recording)."""
+        if fmt.encoding is AudioEncoding.MULAW:
+            return ulaw_to_pcm16(payload)
+        return l16_to_pcm16(payload[: len(payload) & ~1], self._conn.server.outbound_byte_order)
 
     async def checkpoint(
         self, name: str | None = None, *, timeout: float | None = None
@@ -591,10 +725,15 @@ class StreamSession:
         await self.wait_closed()
 
     # ------------------------------------------------------------- protocol events
-    def _on_event(self, event: Event) -> None:
+    def _on_event(self, event: Event, size: int = 0) -> None:
         kind = type(event)
         if kind is AudioReceived:  # the common case: 50 a second
             self._deliver(event)
+            return
+        if kind is UnknownEvent and size > self._conn.limits.max_unknown_event_bytes:
+            self._dropped_events += 1
+            self._conn.server.stats.dropped_events += 1
+            self._conn.server.stats.dropped_unknown_events += 1
             return
         if kind is PlaybackCheckpointReached:
             assert isinstance(event, PlaybackCheckpointReached)
@@ -616,7 +755,7 @@ class StreamSession:
                 gate.set_result(None)
         elif kind is StreamStopped:
             self._conn.expect_peer_close()
-        self._deliver(event)
+        self._deliver(event, size)
 
     def _resolve_voided(self, events: list[Event]) -> None:
         for event in events:
@@ -647,6 +786,9 @@ class StreamSession:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
         self._closed_event.set()
+        task = self._conn._task
+        if task is None or task.done():
+            self._release()
 
 
 class _Connection(asyncio.Protocol):
@@ -662,6 +804,8 @@ class _Connection(asyncio.Protocol):
             l16_byte_order=server.l16_byte_order,
             outbound_byte_order=server.outbound_byte_order,
             outbound_format=server.outbound_format,
+            max_audio_bytes=server.limits.max_audio_frame_bytes,
+            accept_restart=False,
         )
         self.transport: asyncio.Transport | None = None
         self.session: StreamSession | None = None
@@ -671,11 +815,13 @@ class _Connection(asyncio.Protocol):
         self._drain: asyncio.Event | None = None
         self._fragments: list[bytes] = []
         self._fragment_binary = False
-        self._rx: bytes = b""
+        self._mid_message = False  # a fragmented message is being received
+        self._rx = bytearray()
         self._slow_path = False
         self._signed_call: str | None = None
         self._last_frame = self.loop.time()
-        self._timers: list[asyncio.TimerHandle] = []
+        self._last_rx = self._last_frame
+        self._timers: dict[str, asyncio.TimerHandle] = {}
         self._task: asyncio.Task[None] | None = None
         self._lost = False
 
@@ -684,17 +830,19 @@ class _Connection(asyncio.Protocol):
         # uvloop's transports implement the interface without subclassing it.
         self.transport = tcp = cast(asyncio.Transport, transport)
         tcp.set_write_buffer_limits(high=self.limits.write_buffer_bytes)
-        self.server._connections.add(self)
-        self.server.stats.connections += 1
-        self.server.stats.active_connections += 1
-        if not self.server._address_allowed(tcp.get_extra_info("peername")):
-            self.server.stats.rejected_ip += 1
+        server = self.server
+        server._connections.add(self)
+        server.stats.connections += 1
+        server.stats.active_connections += 1
+        if not server._address_allowed(tcp.get_extra_info("peername")):
+            server.stats.rejected_ip += 1
             self._close_transport()
             return
-        self._later(10.0, self._handshake_deadline)
+        server._admit_pending(self)
+        self._later("handshake", self.limits.handshake_timeout, self._handshake_deadline)
 
     def data_received(self, data: bytes) -> None:
-        self._last_frame = self.loop.time()
+        self._last_rx = self.loop.time()
         if self.ws.state is WsState.OPEN and not self._slow_path:
             self._receive_fast(data)
         else:
@@ -714,8 +862,13 @@ class _Connection(asyncio.Protocol):
             elif isinstance(event, Request):
                 self._on_request(event)
         if ws.handshake_exc is not None and ws.state is not WsState.OPEN:
+            # A refused upgrade (no Upgrade header, bad key...): send websockets' 400/426
+            # answer, then close, so a plain GET or a load balancer's probe gets a reply.
             self.server.stats.handshake_failures += 1
-            self._close_transport()
+            self._flush()
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.close()
+            self._later("close", self.limits.close_timeout, self._close_transport)
 
     def _receive_fast(self, data: bytes) -> None:
         """Parse whole, masked, unfragmented text frames directly (the media hot path).
@@ -723,9 +876,15 @@ class _Connection(asyncio.Protocol):
         Everything else (control frames, fragments, binary) is handed to websockets'
         parser frame by frame, so it keeps all protocol state; its reader is always at a
         frame boundary when it gets one. Unmasked or RSV-flagged client frames fail the
-        connection (1002), as RFC 6455 requires.
+        connection (1002), as RFC 6455 requires. A partial frame waits in a bytearray,
+        so a frame arriving in many small reads costs linear time, not quadratic.
         """
-        buf = self._rx + data if self._rx else data
+        rx = self._rx
+        if rx:
+            rx += data
+            buf: bytes | bytearray = rx
+        else:
+            buf = data
         size = len(buf)
         pos = 0
         limit = self.limits.max_message_bytes
@@ -746,25 +905,29 @@ class _Connection(asyncio.Protocol):
                 head += 8
             if not b1 & 0x80 or b0 & 0x70:
                 self._slow_path = True  # let websockets fail it with the right code
-                self._feed(buf[pos:])
-                self._rx = b""
+                rest = bytes(buf[pos:])
+                self._rx = bytearray()
+                self._feed(rest)
                 return
             if length > limit:
                 self.ws.fail(1009, f"frame over {limit} bytes")
-                self._rx = b""
+                self._rx = bytearray()
                 return
             end = head + 4 + length
             if end > size:
                 break
-            if b0 == 0x81 and self.ws.current_size is None:  # FIN + TEXT, not mid-message
+            if b0 == 0x81 and not self._mid_message:  # FIN + TEXT, not mid-message
                 self._on_message(apply_mask(buf[head + 4 : end], buf[head : head + 4]), False)
             else:
-                self._feed(buf[pos:end])
+                self._feed(bytes(buf[pos:end]))
                 if self.ws.state is not WsState.OPEN:
-                    self._rx = b""
+                    self._rx = bytearray()
                     return
             pos = end
-        self._rx = buf[pos:] if pos < size else b""
+        if buf is rx:
+            del rx[:pos]
+        elif pos < size:
+            self._rx = bytearray(buf[pos:])
 
     def eof_received(self) -> bool | None:
         self.ws.receive_eof()
@@ -773,45 +936,74 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
-        for timer in self._timers:
+        for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
-        self.server._connections.discard(self)
-        if not self.server._connections:
-            self.server._all_closed.set()
-        self.server.stats.active_connections -= 1
+        self._rx = bytearray()
+        server = self.server
+        server._connections.discard(self)
+        server._pending.pop(self, None)
+        if not server._connections:
+            server._all_closed.set()
+        server.stats.active_connections -= 1
         if self._drain is not None:
             self._drain.set()
         session = self.session
         if session is not None:
-            self.server._forget(session)
+            server._forget(session)
             session.close_code = self.ws.close_code
             session._on_closed()
         else:
             self.proto.connection_closed()
-        self.server.stats.malformed_frames += self.proto.stats.malformed
+        server.stats.malformed_frames += self.proto.stats.malformed
         sent = self.ws.close_sent
         if sent is not None and sent.code == 1009:  # websockets refused a message over max_size
-            self.server.stats.oversized_messages += 1
+            server.stats.oversized_messages += 1
 
     def pause_writing(self) -> None:
+        """The write buffer passed ``write_buffer_bytes``: stop reading (a peer that
+        never reads must not make us queue pongs or replies for ever) and start the
+        ``write_stall_timeout`` clock."""
         self.write_paused = True
         if self._drain is None:
             self._drain = asyncio.Event()
         self._drain.clear()
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.pause_reading()
+        stall = self.limits.write_stall_timeout
+        if stall is not None:
+            self._later("stall", stall, self._write_stalled, replace=True)
 
     def resume_writing(self) -> None:
         self.write_paused = False
         if self._drain is not None:
             self._drain.set()
+        timer = self._timers.pop("stall", None)
+        if timer is not None:
+            timer.cancel()
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.resume_reading()
+
+    def _write_stalled(self) -> None:
+        if self.write_paused and not self._lost:
+            self.server.stats.write_stalls += 1
+            log.info("dropping a connection whose peer stopped reading")
+            self._close_transport()
 
     # ---------------------------------------------------------------- handshake
     def _on_request(self, request: Request) -> None:
         server = self.server
         self.request_path = request.path
         self.request_headers = request.headers
-        log.debug("upgrade %s headers=%s", request.path, list(request.headers.keys()))
-        path = urlsplit(request.path).path
+        log.debug("upgrade %r headers=%s", request.path[:200], list(request.headers.keys()))
+        try:
+            path = urlsplit(request.path).path
+        except ValueError:  # e.g. "//[x": an invalid IPv6 netloc
+            server.stats.rejected_path += 1
+            self.ws.send_response(self.ws.reject(400, "Bad request target\n"))
+            return
         if not server._path_matches(path):
             server.stats.rejected_path += 1
             self.ws.send_response(self.ws.reject(404, "Not found\n"))
@@ -826,16 +1018,19 @@ class _Connection(asyncio.Protocol):
                 self.ws.send_response(self.ws.reject(status, f"Token {check.reason}\n"))
                 return
             self._signed_call = check.call_id
-        if server.stats.active_connections > server.limits.max_sessions:
+        if server._session_count >= server.limits.max_sessions:
             server.stats.rejected_limit += 1
             self.ws.send_response(self.ws.reject(503, "Too many streams\n"))
             return
         response = self.ws.accept(request)
         self.ws.send_response(response)
-        if response.status_code == 101 and self.limits.start_timeout is not None:
-            self._later(self.limits.start_timeout, self._start_deadline)
-        if self.limits.idle_timeout is not None:
-            self._later(self.limits.idle_timeout, self._idle_check)
+        if response.status_code == 101:
+            self._last_frame = self.loop.time()
+            self._cancel("handshake")
+            if self.limits.start_timeout is not None:
+                self._later("start", self.limits.start_timeout, self._start_deadline)
+            if self.limits.idle_timeout is not None:
+                self._later("idle", self.limits.idle_timeout, self._idle_check)
 
     # ------------------------------------------------------------------- frames
     def _on_frame(self, frame: Frame) -> None:
@@ -844,6 +1039,7 @@ class _Connection(asyncio.Protocol):
             if not frame.fin:
                 self._fragments = [bytes(frame.data)]
                 self._fragment_binary = opcode is Opcode.BINARY
+                self._mid_message = True
                 return
             self._on_message(frame.data, opcode is Opcode.BINARY)
         elif opcode is Opcode.CONT:
@@ -851,9 +1047,11 @@ class _Connection(asyncio.Protocol):
             if frame.fin:
                 data = b"".join(self._fragments)
                 self._fragments = []
+                self._mid_message = False
                 self._on_message(data, self._fragment_binary)
 
     def _on_message(self, data: bytes | bytearray | memoryview, binary: bool) -> None:
+        self._last_frame = self.loop.time()  # media activity: data, not pings
         proto = self.proto
         if binary:
             events = proto.receive(bytes(data))
@@ -861,35 +1059,55 @@ class _Connection(asyncio.Protocol):
             events = proto.receive(str(data, "utf-8", "surrogateescape"))
         session = self.session
         for event in events:
-            if session is not None and type(event) is not MalformedFrame:
-                if type(event) is StreamStarted:
-                    assert isinstance(event, StreamStarted)
-                    self.server._rebind(session, event)
-                session._on_event(event)
+            if type(event) is MalformedFrame:
+                assert isinstance(event, MalformedFrame)
+                self._on_malformed(event)
+            elif session is not None:
+                session._on_event(event, len(data))
             elif type(event) is StreamStarted:
                 assert isinstance(event, StreamStarted)
                 session = self._on_start(event)
                 if session is None:
                     return
-            elif type(event) is MalformedFrame:
-                assert isinstance(event, MalformedFrame)
-                log.debug("malformed frame (%s): %s", event.reason, event.detail)
-            elif session is None:
+            else:
                 # A well-formed event before any start: no session to give it to.
                 self.server.stats.events_before_start += 1
 
+    def _on_malformed(self, event: MalformedFrame) -> None:
+        stats = self.server.stats
+        if event.reason == "foreign-start":
+            # A second start on this socket for another call: it would dodge the
+            # signed-URL call check. Reconnects are new sockets (spec 3.1, 4.1).
+            stats.foreign_starts += 1
+            log.warning("second start on one socket for another call: closing")
+            self.close(1008, "start for another call")
+        elif event.reason == "repeated-start":
+            stats.repeated_starts += 1
+        log.debug("malformed frame (%s): %s", event.reason, event.detail)
+
     def _on_start(self, started: StreamStarted) -> StreamSession | None:
+        server = self.server
         if self._signed_call is not None and started.call_id != self._signed_call:
             log.warning(
-                "signed URL for call %s used by call %s", self._signed_call, started.call_id
+                "signed URL for call %r used by call %r",
+                self._signed_call[:64],
+                started.call_id[:64],
             )
-            self.server.stats.rejected_auth += 1
+            server.stats.rejected_auth += 1
             self.close(1008, "token not valid for this call")
             return None
+        if server._session_count >= self.limits.max_sessions:
+            server.stats.rejected_limit += 1
+            self.close(1013, "too many streams")
+            return None
+        server._pending.pop(self, None)
+        self._cancel("start")
         session = StreamSession(self, started)
         self.session = session
-        self.server._register(session)
-        self._task = self.loop.create_task(self.server._run_handler(session))
+        if server.record:
+            session.record()
+        server._register(session)
+        self._task = self.loop.create_task(server._run_handler(session))
         return session
 
     # ------------------------------------------------------------------ writing
@@ -912,7 +1130,7 @@ class _Connection(asyncio.Protocol):
             elif transport.can_write_eof() and not transport.is_closing():
                 transport.write_eof()
         if self.ws.close_expected():
-            self._later(self.limits.close_timeout, self._close_transport)
+            self._later("close", self.limits.close_timeout, self._close_transport)
 
     async def drained(self) -> None:
         """Wait until the transport's write buffer is below its limit."""
@@ -924,20 +1142,45 @@ class _Connection(asyncio.Protocol):
         if self.ws.state is WsState.OPEN:
             self.ws.send_close(code, reason)
             self._flush()
-        self._later(self.limits.close_timeout, self._close_transport)
+        self._later("close", self.limits.close_timeout, self._close_transport)
 
     def expect_peer_close(self) -> None:
-        """After our ``stop``, Vobiz closes the socket; close it ourselves if it doesn't."""
-        self._later(self.limits.close_timeout, lambda: self.close(1000, "stopped"))
+        """After our ``stop``, Vobiz closes the socket; close it ourselves if it doesn't.
+
+        One timer per connection however many ``stop`` frames arrive."""
+        self._later("stop", self.limits.close_timeout, lambda: self.close(1000, "stopped"))
 
     def _close_transport(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.abort()
 
     # ------------------------------------------------------------------- timers
-    def _later(self, delay: float, callback: Callable[[], None]) -> None:
-        if not self._lost:
-            self._timers.append(self.loop.call_later(delay, callback))
+    def _later(
+        self, key: str, delay: float, callback: Callable[[], None], *, replace: bool = False
+    ) -> None:
+        """Run ``callback`` after ``delay``: at most one timer per ``key`` (an earlier
+        one is kept unless ``replace``), so no peer input can pile timers up."""
+        if self._lost:
+            return
+        timers = self._timers
+        timer = timers.get(key)
+        if timer is not None and not timer.cancelled() and not replace:
+            return
+        if timer is not None:
+            timer.cancel()
+
+        def fire() -> None:
+            if timers.get(key) is handle:
+                del timers[key]
+            callback()
+
+        handle = self.loop.call_later(delay, fire)
+        timers[key] = handle
+
+    def _cancel(self, key: str) -> None:
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
 
     def _handshake_deadline(self) -> None:
         if self.ws.state is WsState.CONNECTING:
@@ -958,7 +1201,7 @@ class _Connection(asyncio.Protocol):
             self.server.stats.idle_timeouts += 1
             self.close(1001, "idle")
         else:
-            self._later(idle - quiet, self._idle_check)
+            self._later("idle", idle - quiet, self._idle_check, replace=True)
 
 
 class MediaServer:
@@ -982,6 +1225,7 @@ class MediaServer:
         outbound_byte_order: ByteOrder = "little",
         outbound_format: AudioFormat | None = None,
         allow_from: Sequence[str] | None = None,
+        record: bool = False,
     ) -> None:
         if token is not None and not token:
             raise ValidationError("token", "must not be empty")
@@ -1003,10 +1247,16 @@ class MediaServer:
         self.l16_byte_order: InboundByteOrder = l16_byte_order
         self.outbound_byte_order: ByteOrder = outbound_byte_order
         self.outbound_format = outbound_format
+        self.record = record
         self.stats = ServerStats()
         self.loop = asyncio.get_running_loop()
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
+        self._pending: dict[_Connection, None] = {}  # not yet sessions, oldest first
+        self._session_count = 0
+        self._last_resource_log = float("-inf")
+        self._previous_exception_handler: Any = None
+        self._handler_installed = False
         self._by_stream: dict[str, StreamSession] = {}
         self._by_call: dict[str, StreamSession] = {}
         self._stream_waiters: dict[str, list[asyncio.Future[StreamSession]]] = {}
@@ -1017,13 +1267,63 @@ class MediaServer:
         self._closing = False
 
     async def start(self) -> MediaServer:
-        """Bind and start accepting connections."""
+        """Bind and start accepting connections.
+
+        Logs a warning when the server accepts anyone (no ``token``, no ``allow_from``).
+        """
+        self._install_accept_guard()
         self._server = await self.loop.create_server(
             lambda: _Connection(self), self.host, self.port, reuse_address=True
         )
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("listening on %s", self.url)
+        if self.token is None and self.allow_from is None:
+            log.warning(
+                "media server on %s has no token and no allow_from: anyone who can reach "
+                "it can open a stream, send audio to your agent and hear what it says; "
+                "use serve(token=...) with server.url_for(call_uuid), or allow_from",
+                self.url,
+            )
         return self
+
+    def _install_accept_guard(self) -> None:
+        """Count accepts that fail for lack of file descriptors and log them once per
+        interval instead of once each (asyncio reports each through the loop's
+        exception handler, with a traceback). Other reports go to the previous handler."""
+        if self._handler_installed:
+            return
+        self._previous_exception_handler = self.loop.get_exception_handler()
+        self.loop.set_exception_handler(self._on_loop_exception)
+        self._handler_installed = True
+
+    def _remove_accept_guard(self) -> None:
+        if self._handler_installed and self.loop.get_exception_handler() == self._on_loop_exception:
+            self.loop.set_exception_handler(self._previous_exception_handler)
+        self._handler_installed = False
+
+    def _on_loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if (
+            isinstance(exc, OSError)
+            and exc.errno in _ACCEPT_RESOURCE_ERRNOS
+            and "accept" in str(context.get("message", ""))
+        ):
+            self.stats.accept_errors += 1
+            now = self.loop.time()
+            if now - self._last_resource_log >= _RESOURCE_LOG_INTERVAL:
+                self._last_resource_log = now
+                log.error(
+                    "cannot accept connections: %s (%d so far; lower Limits.max_sessions or "
+                    "raise the fd limit)",
+                    exc.strerror,
+                    self.stats.accept_errors,
+                )
+            return
+        previous = self._previous_exception_handler
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
 
     def __await__(self) -> Generator[Any, None, MediaServer]:
         return self.start().__await__()
@@ -1046,6 +1346,32 @@ class MediaServer:
         """``ws://HOST:PORT/PATH``."""
         return f"ws://{self.host}:{self.port}{self.path}"
 
+    def url_for(
+        self, call_uuid: str, *, ttl: float = DEFAULT_STREAM_TOKEN_TTL, base_url: str | None = None
+    ) -> str:
+        """The URL a given call must use to stream to this server.
+
+        With a ``token``, a signed per-call URL (see :func:`~vobiz_async.tokens.sign_stream_url`)
+        that only admits ``call_uuid``; without one, the plain URL. Pass it to
+        ``client.streams.start(call_uuid, server.url_for(call_uuid))`` or put it in
+        ``<Stream>`` XML.
+
+        Args:
+            call_uuid: the call that will stream.
+            ttl: lifetime of the signature in seconds; the default covers the longest
+                call Vobiz streams (``streamTimeout`` 86400 s), since ``maxRetries``
+                reconnects are checked again.
+            base_url: the public ``wss://`` URL when behind a TLS proxy (default
+                :attr:`url`).
+
+        Raises:
+            ValidationError: a call id that cannot be signed (empty, or with a ``.``).
+        """
+        url = base_url or self.url
+        if self.token is None:
+            return url
+        return sign_stream_url(url, self.token, call_uuid, ttl=ttl)
+
     @property
     def sessions(self) -> list[StreamSession]:
         """The sessions currently open."""
@@ -1067,8 +1393,24 @@ class MediaServer:
         return path == base or path.rstrip("/") == base or path.startswith(base + "/")
 
     # ------------------------------------------------------------------ binding
+    def _admit_pending(self, conn: _Connection) -> None:
+        """Track a connection that is not yet a session; over the limit, drop the one
+        idle the longest, so handshake floods cannot keep a real call out."""
+        pending = self._pending
+        while len(pending) >= self.limits.max_pending_handshakes and pending:
+            victim = min(pending, key=lambda c: c._last_rx)
+            del pending[victim]
+            self.stats.evicted_handshakes += 1
+            victim._close_transport()
+        if self.limits.max_pending_handshakes > 0:
+            pending[conn] = None
+        else:
+            self.stats.rejected_limit += 1
+            conn._close_transport()
+
     def _register(self, session: StreamSession) -> None:
         self.stats.sessions += 1
+        self._session_count += 1
         self._by_stream[session.stream_id] = session
         self._by_call[session.call_id] = session
         for future in self._stream_waiters.pop(session.stream_id, []):
@@ -1078,13 +1420,8 @@ class MediaServer:
             if not future.done():
                 future.set_result(session)
 
-    def _rebind(self, session: StreamSession, started: StreamStarted) -> None:
-        self._by_stream.pop(session.stream_id, None)
-        session.started = started
-        self._register(session)
-        self.stats.sessions -= 1
-
     def _forget(self, session: StreamSession) -> None:
+        self._session_count -= 1
         if self._by_stream.get(session.stream_id) is session:
             del self._by_stream[session.stream_id]
         if self._by_call.get(session.call_id) is session:
@@ -1112,16 +1449,34 @@ class MediaServer:
     ) -> StreamSession:
         """The session of ``stream_id`` (e.g. from a REST start), waiting for ``start``.
 
-        Works whether Vobiz's ``start`` arrived before or after the REST response.
+        Works whether Vobiz's ``start`` arrived before or after the REST response. A
+        stream that has already ended (within the last ``RECENT_SECONDS``) is answered
+        at once with its closed session (``session.closed`` is true, its stats kept):
+        a stream id never comes back, reconnects get a new one (spec 3.1).
 
         Raises:
-            TimeoutError: no such stream connected within ``timeout``.
+            SessionTimeoutError: no such stream connected within ``timeout`` (also a
+                ``TimeoutError``; carries ``stream_id``).
         """
-        return await self._wait(self._by_stream, self._stream_waiters, stream_id, timeout)
+        recent = self._recent.get(stream_id)
+        if recent is not None and stream_id not in self._by_stream:
+            return recent[1]
+        try:
+            return await self._wait(self._by_stream, self._stream_waiters, stream_id, timeout)
+        except TimeoutError:
+            raise SessionTimeoutError(stream_id=stream_id, timeout=timeout) from None
 
     async def wait_for_call(self, call_id: str, *, timeout: float | None = 10.0) -> StreamSession:
-        """The (latest) session of a call, waiting for its ``start``."""
-        return await self._wait(self._by_call, self._call_waiters, call_id, timeout)
+        """The (latest) open session of a call, waiting for its ``start``.
+
+        Raises:
+            SessionTimeoutError: no stream of that call connected within ``timeout``
+                (also a ``TimeoutError``; carries ``call_id``).
+        """
+        try:
+            return await self._wait(self._by_call, self._call_waiters, call_id, timeout)
+        except TimeoutError:
+            raise SessionTimeoutError(call_id=call_id, timeout=timeout) from None
 
     async def _wait(
         self,
@@ -1166,6 +1521,8 @@ class MediaServer:
                 session._conn.close(1000, "handler finished")
         finally:
             self._tasks.discard(task)
+            if session.closed:
+                session._release()
 
     # ----------------------------------------------------------------- shutdown
     async def close(self, grace: float = 5.0) -> None:
@@ -1200,6 +1557,7 @@ class MediaServer:
             for future in waiters:
                 if not future.done():
                     future.cancel()
+        self._remove_accept_guard()
 
 
 def serve(
@@ -1215,6 +1573,7 @@ def serve(
     outbound_byte_order: ByteOrder = "little",
     outbound_format: AudioFormat | None = None,
     allow_from: Sequence[str] | None = None,
+    record: bool = False,
 ) -> MediaServer:
     """Create the media server; ``async with serve(...) as server`` (or ``await serve(...)``).
 
@@ -1232,6 +1591,10 @@ def serve(
         allow_from: accept connections only from these networks (CIDR strings), e.g.
             ``VOBIZ_MEDIA_NETWORKS`` plus your own test hosts; others are dropped at
             once. Behind a TLS proxy the peer is the proxy: filter there instead.
+            With neither ``token`` nor ``allow_from`` the server accepts anyone and
+            logs a warning saying so at start-up.
+        record: attach a recorder (``session.recorder``) to every session at ``start``,
+            before any audio is delivered, so the recording has every frame.
     """
     return MediaServer(
         handler,
@@ -1245,4 +1608,5 @@ def serve(
         outbound_byte_order=outbound_byte_order,
         outbound_format=outbound_format,
         allow_from=allow_from,
+        record=record,
     )
