@@ -24,6 +24,7 @@ import ipaddress
 import itertools
 import logging
 import resource
+import socket
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
@@ -84,6 +85,8 @@ _FRAME_S = FRAME_MS / 1000
 RECENT_SECONDS = 120.0
 RECENT_MAX = 1024
 _RESOURCE_LOG_INTERVAL = 10.0  # at most one "out of file descriptors" log line per interval
+_ACCEPT_RETRY_DELAY = 0.5  # pause accepting this long after the fd limit was hit
+_BACKLOG = 128
 _FD_RESERVE = 64  # descriptors kept for everything else: logs, recordings, REST clients
 _MAX_SESSIONS_CAP = 2000
 _ACCEPT_RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -1250,13 +1253,12 @@ class MediaServer:
         self.record = record
         self.stats = ServerStats()
         self.loop = asyncio.get_running_loop()
-        self._server: asyncio.Server | None = None
+        self._listeners: list[socket.socket] = []
+        self._accepting: list[asyncio.Task[None]] = []
         self._connections: set[_Connection] = set()
         self._pending: dict[_Connection, None] = {}  # not yet sessions, oldest first
         self._session_count = 0
         self._last_resource_log = float("-inf")
-        self._previous_exception_handler: Any = None
-        self._handler_installed = False
         self._by_stream: dict[str, StreamSession] = {}
         self._by_call: dict[str, StreamSession] = {}
         self._stream_waiters: dict[str, list[asyncio.Future[StreamSession]]] = {}
@@ -1270,12 +1272,32 @@ class MediaServer:
         """Bind and start accepting connections.
 
         Logs a warning when the server accepts anyone (no ``token``, no ``allow_from``).
+
+        Raises:
+            OSError: the address cannot be bound.
         """
-        self._install_accept_guard()
-        self._server = await self.loop.create_server(
-            lambda: _Connection(self), self.host, self.port, reuse_address=True
+        infos = await self.loop.getaddrinfo(
+            self.host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
-        self.port = self._server.sockets[0].getsockname()[1]
+        port = self.port
+        try:
+            for family, kind, proto, _, address in dict.fromkeys(infos):
+                sock = socket.socket(family, kind, proto)
+                self._listeners.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind((address[0], port, *address[2:]))
+                sock.listen(_BACKLOG)
+                sock.setblocking(False)
+                port = sock.getsockname()[1]  # port 0: every address on the one port
+        except OSError:
+            for sock in self._listeners:
+                sock.close()
+            self._listeners.clear()
+            raise
+        self.port = port
+        self._accepting = [self.loop.create_task(self._accept(s)) for s in self._listeners]
         log.info("listening on %s", self.url)
         if self.token is None and self.allow_from is None:
             log.warning(
@@ -1286,50 +1308,45 @@ class MediaServer:
             )
         return self
 
-    def _install_accept_guard(self) -> None:
-        """Count accepts that fail for lack of file descriptors and log them once per
-        interval instead of once each (asyncio reports each through the loop's
-        exception handler, with a traceback). Other reports go to the previous handler."""
-        if self._handler_installed:
-            return
-        self._previous_exception_handler = self.loop.get_exception_handler()
-        self.loop.set_exception_handler(self._on_loop_exception)
-        self._handler_installed = True
+    async def _accept(self, sock: socket.socket) -> None:
+        """Accept connections on ``sock`` until closed.
 
-    def _remove_accept_guard(self) -> None:
-        if self._handler_installed and self.loop.get_exception_handler() == self._on_loop_exception:
-            self.loop.set_exception_handler(self._previous_exception_handler)
-        self._handler_installed = False
-
-    def _on_loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        exc = context.get("exception")
-        if (
-            isinstance(exc, OSError)
-            and exc.errno in _ACCEPT_RESOURCE_ERRNOS
-            and "accept" in str(context.get("message", ""))
-        ):
-            self.stats.accept_errors += 1
-            now = self.loop.time()
-            if now - self._last_resource_log >= _RESOURCE_LOG_INTERVAL:
-                self._last_resource_log = now
-                log.error(
-                    "cannot accept connections: %s (%d so far; lower Limits.max_sessions or "
-                    "raise the fd limit)",
-                    exc.strerror,
-                    self.stats.accept_errors,
-                )
-            return
-        previous = self._previous_exception_handler
-        if previous is not None:
-            previous(loop, context)
-        else:
-            loop.default_exception_handler(context)
+        Our own accept loop (not ``loop.create_server``) so that running out of file
+        descriptors is handled here: counted (``stats.accept_errors``), logged once per
+        interval, and retried after a short pause, where asyncio's own loop logs a
+        traceback per failed accept and piles up retry timers.
+        """
+        loop = self.loop
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(sock)
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_RESOURCE_ERRNOS:
+                    if self._closing:
+                        return
+                    raise
+                self.stats.accept_errors += 1
+                now = loop.time()
+                if now - self._last_resource_log >= _RESOURCE_LOG_INTERVAL:
+                    self._last_resource_log = now
+                    log.error(
+                        "cannot accept connections: %s (%d so far; lower "
+                        "Limits.max_sessions or raise the fd limit)",
+                        exc.strerror,
+                        self.stats.accept_errors,
+                    )
+                await asyncio.sleep(_ACCEPT_RETRY_DELAY)
+                continue
+            try:
+                await loop.connect_accepted_socket(lambda: _Connection(self), conn)
+            except OSError:
+                conn.close()
 
     def __await__(self) -> Generator[Any, None, MediaServer]:
         return self.start().__await__()
 
     async def __aenter__(self) -> MediaServer:
-        if self._server is None:
+        if not self._listeners:
             await self.start()
         return self
 
@@ -1531,8 +1548,10 @@ class MediaServer:
         if self._closing:
             return
         self._closing = True
-        if self._server is not None:
-            self._server.close()
+        for task in self._accepting:
+            task.cancel()
+        for sock in self._listeners:
+            sock.close()
         sessions = self.sessions
         if sessions and grace > 0:
             with contextlib.suppress(TimeoutError):
@@ -1551,13 +1570,12 @@ class MediaServer:
                     await self._all_closed.wait()
         for conn in list(self._connections):
             conn._close_transport()
-        if self._server is not None:
-            await self._server.wait_closed()
+        if self._accepting:
+            await asyncio.gather(*self._accepting, return_exceptions=True)
         for waiters in (*self._stream_waiters.values(), *self._call_waiters.values()):
             for future in waiters:
                 if not future.done():
                     future.cancel()
-        self._remove_accept_guard()
 
 
 def serve(
