@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit coverage bench soak clean
+.PHONY: demo test test-min lint typecheck unit coverage bench soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,22 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
+# The suite against the declared minimum versions of the runtime dependencies (every
+# `>=X` in pyproject.toml pinned to `==X`), in its own venv, so the floors stay true.
+MIN_VENV := .venv-min
+MIN_STAMP := $(MIN_VENV)/.installed
+
+$(MIN_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(MIN_VENV)/bin/python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; print('\n'.join(d.replace('>=', '==') for d in deps))" > $(MIN_VENV)/constraints.txt
+	$(MIN_VENV)/bin/python -m pip install --quiet -c $(MIN_VENV)/constraints.txt -e ".[dev]"
+	touch $(MIN_STAMP)
+
+test-min: $(MIN_STAMP)
+	$(MIN_VENV)/bin/python -m pip list --format=freeze | grep -iE '^(aiohttp|websockets|pydantic|msgspec)=='
+	PYTHONASYNCIODEBUG=1 $(MIN_VENV)/bin/pytest -q -p no:cacheprovider
+
 # Branch coverage of the library (slower under tracing; not part of `make test`).
 coverage: $(STAMP)
 	$(BIN)/pytest -q --cov --cov-report=term
@@ -42,4 +58,4 @@ soak: $(STAMP)
 	$(BIN)/python benchmarks/soak.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache demo-output
+	rm -rf $(VENV) $(MIN_VENV) .mypy_cache .pytest_cache .ruff_cache demo-output

@@ -610,3 +610,29 @@ async def test_url_for_gives_each_call_its_signed_url() -> None:
     assert other.close_code == 1008 and bare.rejected_status == 401
     async with serve(handler, "127.0.0.1", 0, allow_from=["127.0.0.1/32"]) as open_server:
         assert open_server.url_for("call-9") == open_server.url
+
+
+# ------------------------------------------------------------ 11.13 mid-message state
+async def test_fragmented_messages_are_tracked_without_websockets_internals() -> None:
+    """A fragmented start is assembled, and a whole text frame inside a fragmented
+    message fails the connection (1002): our own mid-message flag, not current_size."""
+    calls: list[str] = []
+
+    async def handler(session: StreamSession) -> None:
+        calls.append(session.call_id)
+        await session.wait_closed()
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        reader, writer = await raw_websocket(server.port)
+        text = start(call_id="frag").encode()
+        first = Frame(Opcode.TEXT, text[:10], fin=False).serialize(mask=True, extensions=[])
+        rest = Frame(Opcode.CONT, text[10:]).serialize(mask=True, extensions=[])
+        writer.write(first + rest)
+        await writer.drain()
+        assert await until(lambda: calls == ["frag"])
+        part = Frame(Opcode.TEXT, b'{"event":', fin=False).serialize(mask=True, extensions=[])
+        writer.write(part + text_frame(media(ULAW_FRAME, 1)))
+        async with asyncio.timeout(10):
+            answer = await reader.read()
+        assert answer.startswith(b"\x88") and answer[2:4] == (1002).to_bytes(2, "big")
+        writer.close()
