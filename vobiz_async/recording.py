@@ -34,6 +34,7 @@ _SAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _NAME_ID_CHARS = 48
 _META_VALUE_CHARS = 512
 _serial = itertools.count(1)
+_WRITE_BLOCK = 256 * 1024  # mono bytes per side interleaved per write
 
 
 class CallRecorder:
@@ -128,12 +129,15 @@ class CallRecorder:
     def caller_pcm(self) -> bytes:
         """The caller's side so far, at :attr:`sample_rate` (rendered on each access)."""
         resamplers: dict[int, Resampler] = {}
-        out = bytearray()
+        parts: list[bytes | bytearray] = []
         for rate, pcm in self._caller:
-            if rate != self.sample_rate and rate not in resamplers:
+            if rate == self.sample_rate:
+                parts.append(pcm)
+                continue
+            if rate not in resamplers:
                 resamplers[rate] = Resampler(rate, self.sample_rate)
-            out += self._render(bytes(pcm), rate, resamplers.get(rate))
-        return bytes(out)
+            parts.append(self._render(bytes(pcm), rate, resamplers[rate]))
+        return b"".join(parts)
 
     @property
     def agent_pcm(self) -> bytes:
@@ -172,7 +176,11 @@ class CallRecorder:
         return path
 
     def _write_to(self, out: BinaryIO, metadata: Mapping[str, str] | None) -> None:
-        pcm = self.stereo()
+        """Write the WAV, interleaving block by block: no second copy of the whole call,
+        and no single long step that would hold the GIL (and stall the event loop)."""
+        caller = self.caller_pcm
+        agent = self.agent_pcm
+        data_size = 2 * max(len(caller), len(agent))
         fmt = struct.pack("<HHIIHH", 1, 2, self.sample_rate, self.sample_rate * 4, 4, 16)
         info = b""
         if metadata:
@@ -190,10 +198,12 @@ class CallRecorder:
         if info:
             chunks.append(b"LIST" + struct.pack("<I", len(info)) + info)
         body = b"".join(chunks)
-        out.write(b"RIFF" + struct.pack("<I", 4 + len(body) + 8 + len(pcm)) + b"WAVE")
+        out.write(b"RIFF" + struct.pack("<I", 4 + len(body) + 8 + data_size) + b"WAVE")
         out.write(body)
-        out.write(b"data" + struct.pack("<I", len(pcm)))
-        out.write(pcm)
+        out.write(b"data" + struct.pack("<I", data_size))
+        for offset in range(0, data_size // 2, _WRITE_BLOCK):
+            end = offset + _WRITE_BLOCK
+            out.write(interleave_stereo(caller[offset:end], agent[offset:end]))
 
 
 def _safe_name(stream_id: str) -> str:
