@@ -193,13 +193,13 @@ async def test_pings_do_not_reset_the_idle_timer() -> None:
         _reader, writer = await raw_websocket(server.port)
         writer.write(text_frame(start()))
         ping = Frame(Opcode.PING, b"hi").serialize(mask=True, extensions=[])
-        for _ in range(50):  # 50 pings, 20 ms apart: 1 s, well past the 0.3 s idle limit
+        for _ in range(100):  # pings 20 ms apart for up to 2 s, past the 0.3 s idle limit
             if server.stats.idle_timeouts:
                 break
             with contextlib.suppress(ConnectionError):
                 writer.write(ping)
             await asyncio.sleep(0.02)
-        assert await until(lambda: server.stats.idle_timeouts == 1)
+        assert server.stats.idle_timeouts == 1  # closed while the pings were still coming
         writer.close()
 
 
@@ -418,7 +418,9 @@ async def test_play_encoded_audio_is_recorded() -> None:
 
 
 # ------------------------------------------------------------------ 11.12 small ones
-@pytest.mark.parametrize("target", [b"//[x", b"/?token=1%C2%B2.c.sig", b"/?token=" + b"9" * 5000])
+@pytest.mark.parametrize(
+    "target", [b"//[x", b"/?token=1%C2%B2.c.sig", b"/?token=" + b"9" * 5000 + b".c.sig"]
+)
 async def test_hostile_request_targets_get_an_answer_not_an_exception(
     target: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
