@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit coverage bench soak clean test-matrix report-check
+.PHONY: demo test test-min test-matrix lint typecheck unit coverage bench soak clean report-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,22 @@ unit: $(STAMP)
 	PYTHONASYNCIODEBUG=1 $(BIN)/pytest -q
 
 test: lint typecheck unit
+
+# The suite against the declared minimum versions of the runtime dependencies (every
+# `>=X` in pyproject.toml pinned to `==X`), in its own venv, so the floors stay true.
+MIN_VENV := .venv-min
+MIN_STAMP := $(MIN_VENV)/.installed
+
+$(MIN_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(MIN_VENV)/bin/python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; print('\n'.join(d.replace('>=', '==') for d in deps))" > $(MIN_VENV)/constraints.txt
+	$(MIN_VENV)/bin/python -m pip install --quiet -c $(MIN_VENV)/constraints.txt -e ".[dev]"
+	touch $(MIN_STAMP)
+
+test-min: $(MIN_STAMP)
+	$(MIN_VENV)/bin/python -m pip list --format=freeze | grep -iE '^(aiohttp|websockets|pydantic|msgspec)=='
+	PYTHONASYNCIODEBUG=1 $(MIN_VENV)/bin/pytest -q -p no:cacheprovider
 
 # Branch coverage of the library (slower under tracing; not part of `make test`).
 coverage: $(STAMP)
@@ -59,7 +75,7 @@ soak: $(STAMP)
 	$(BIN)/python benchmarks/soak.py
 
 clean:
-	rm -rf $(VENV) .venv-3.* .venv-bench .mypy_cache .pytest_cache .ruff_cache demo-output
+	rm -rf $(VENV) $(MIN_VENV) .venv-3.* .venv-bench .mypy_cache .pytest_cache .ruff_cache demo-output
 
 # The suite on every Python the package claims (3.11, 3.12, 3.13) that this machine has:
 # a plain `pythonX.Y` on PATH, or a pyenv build. Each gets its own venv (.venv-X.Y).
