@@ -35,7 +35,6 @@ from .events import (
     CheckpointOutcome,
     CheckpointVoided,
     DtmfReceived,
-    Event,
     InboundEvent,
     MalformedFrame,
     PlaybackCheckpointReached,
@@ -340,7 +339,7 @@ class StreamSession:
         return self.recorder
 
     # -------------------------------------------------- the carrying connection's side
-    def events_received(self, events: list[Event], size: int = 0) -> None:
+    def events_received(self, events: list[InboundEvent], size: int = 0) -> None:
         """Take the events the protocol parsed from one frame of ``size`` bytes (called
         on the read path; never blocks). Malformed frames are only counted (in the
         trace, when recording): the protocol's stats have them. Non-audio events are
@@ -353,7 +352,7 @@ class StreamSession:
             if kind is AudioReceived:  # the common case: 50 a second
                 if trace is not None:
                     trace.count("in", now=self._loop.time())
-                self._deliver(event)  # type: ignore[arg-type]
+                self._deliver(event)
                 continue
             if kind is MalformedFrame:
                 if trace is not None:
@@ -381,9 +380,9 @@ class StreamSession:
             elif kind is StreamStarted:
                 assert isinstance(event, StreamStarted)
                 self.started = event  # a reconnect on this socket: the new stream id
-            self._deliver(event, size)  # type: ignore[arg-type]
+            self._deliver(event, size)
 
-    def _trace_event(self, trace: CallTrace, event: Event) -> None:
+    def _trace_event(self, trace: CallTrace, event: InboundEvent) -> None:
         now = self._loop.time()
         if type(event) is AudioCleared:
             trace.cleared(now=now)
@@ -796,7 +795,7 @@ class StreamSession:
             self._transport.expect_peer_close()
         await self.wait_closed()
 
-    def _resolve_voided(self, events: list[Event]) -> None:
+    def _resolve_voided(self, events: list[InboundEvent]) -> None:
         for event in events:
             if isinstance(event, CheckpointVoided):
                 future = self._checkpoints.pop(event.name, None)
