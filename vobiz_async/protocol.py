@@ -490,74 +490,51 @@ class StreamProtocol:
         return events
 
     def _on_media(self, media: wire.Media, frame: str | bytes) -> list[InboundEvent]:
-        if self.inbound_format is None:
+        """Decode one frame's audio per ``start.mediaFormat`` (or the frame's own format,
+        in the oldest shape) into an :class:`AudioReceived` (the hot path: one call)."""
+        fmt = self.inbound_format
+        if fmt is None:
             return [self._malformed("before-start", frame, "media before start")]
         body = media.media
-        return self._audio(
-            body.payload,
-            body.contentType,
-            body.sampleRate,
-            body.track,
-            media.sequenceNumber,
-            body.chunk,
-            body.timestamp,
-            media.streamId,
-            frame,
-        )
-
-    def _audio(
-        self,
-        raw: bytes,
-        content_type: str | None,
-        sample_rate: int | str | None,
-        track: str,
-        seq: int | None,
-        chunk: int | None,
-        timestamp: str | int | None,
-        stream_id: str | None,
-        frame: str | bytes,
-    ) -> list[InboundEvent]:
-        """Decode one frame's audio per ``start.mediaFormat`` (or the frame's own format)."""
-        fmt = self.inbound_format
-        assert fmt is not None
+        raw = body.payload
         limit = self._max_audio_bytes
         if limit is not None and len(raw) > limit:
             return [self._malformed("oversized-audio", frame, f"{len(raw)} bytes > {limit}")]
-        if content_type is not None or sample_rate is not None:  # oldest shape: per frame
+        if body.contentType is not None or body.sampleRate is not None:  # oldest shape
             try:
                 fmt = AudioFormat.parse(
-                    content_type if content_type is not None else fmt.encoding.value,
-                    sample_rate if sample_rate is not None else fmt.sample_rate,
+                    body.contentType if body.contentType is not None else fmt.encoding.value,
+                    body.sampleRate if body.sampleRate is not None else fmt.sample_rate,
                 )
             except CodecError as exc:
                 return [self._malformed("bad-field", frame, str(exc))]
-        events: list[InboundEvent] = []
+        detected: ByteOrderDetected | None = None
         if fmt.encoding is AudioEncoding.MULAW:
             pcm = ulaw_to_pcm16(raw)
         else:
             if len(raw) & 1:
                 return [self._malformed("odd-length", frame, f"{len(raw)} bytes of L16")]
-            if self._in_order == "auto":
+            order = self._in_order
+            if order == "auto":
                 detected = self._detect_order(raw, fmt)
-                if detected is not None:
-                    events.append(detected)
-            pcm = raw if self._in_order != "big" else swap_bytes16(raw)
+                order = self._in_order
+            pcm = raw if order != "big" else swap_bytes16(raw)
         stats = self.stats
         stats.media_in += 1
-        stats.audio_ms_in += len(pcm) * 500 / fmt.sample_rate
-        events.append(
-            AudioReceived(
-                pcm,
-                fmt.sample_rate,
-                track,
-                seq,
-                chunk,
-                timestamp if type(timestamp) is int else wire.as_int(timestamp),
-                stream_id,
-                raw,
-            )
+        rate = fmt.sample_rate
+        stats.audio_ms_in += len(pcm) * 500 / rate
+        timestamp = body.timestamp
+        audio = AudioReceived(
+            pcm,
+            rate,
+            body.track,
+            media.sequenceNumber,
+            body.chunk,
+            timestamp if type(timestamp) is int else wire.as_int(timestamp),
+            media.streamId,
+            raw,
         )
-        return events
+        return [audio] if detected is None else [detected, audio]
 
     def _detect_order(self, raw: bytes, fmt: AudioFormat) -> ByteOrderDetected | None:
         self._auto_raw += raw
