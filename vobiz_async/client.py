@@ -29,6 +29,7 @@ import os
 import random
 import time
 import urllib.parse
+import zlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -311,7 +312,8 @@ class VobizClient:
         if self._closed:
             raise StreamClosedError("the VobizClient is closed")
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            # We inflate bodies ourselves, bounded (see _read_capped).
+            self._session = aiohttp.ClientSession(auto_decompress=False)
             self._owns_session = True
         return self._session
 
@@ -379,7 +381,9 @@ class VobizClient:
                     headers=self._headers(),
                     timeout=client_timeout,
                 ) as raw:
-                    data = await _read_capped(raw, self.limits.max_body_bytes, method, url)
+                    data = await _read_capped(
+                        raw, self.limits.max_body_bytes, method, url, inflate=self._owns_session
+                    )
                     body, problem = _parse_body(data.decode("utf-8", "replace"))
                     resp = _Response(raw.status, body, dict(raw.headers), problem)
             except aiohttp.ConnectionTimeoutError:
@@ -414,20 +418,42 @@ class VobizClient:
             await asyncio.sleep(delay)
 
 
-async def _read_capped(raw: aiohttp.ClientResponse, cap: int, method: str, url: str) -> bytes:
-    """Read the (decoded) body, stopping one byte past ``cap``.
+async def _read_capped(
+    raw: aiohttp.ClientResponse, cap: int, method: str, url: str, *, inflate: bool
+) -> bytes:
+    """Read the decoded body, stopping one byte past ``cap``.
 
-    aiohttp decompresses in bounded steps with flow control, so reading ``cap + 1``
-    bytes keeps a gzip bomb from inflating in memory.
+    The client's own HTTP session does not let aiohttp decompress (how much memory
+    aiohttp's own decompression takes differs between its releases): a gzip or
+    deflate body is inflated here, at most ``cap + 1`` bytes, so a gzip bomb never
+    inflates in memory (``inflate``). With a session the caller passed in, aiohttp has
+    decoded the body already and it is read up to the same cap.
 
     Raises:
-        ResponseTooLargeError: more than ``cap`` bytes.
+        ResponseTooLargeError: more than ``cap`` bytes once decoded.
+        InvalidResponseError: a compressed body that does not inflate.
     """
+    encoding = raw.headers.get("Content-Encoding", "").strip().lower()
+    inflater = None
+    if inflate and encoding in ("gzip", "x-gzip", "deflate"):
+        inflater = zlib.decompressobj(47)  # gzip or zlib, from the header
     buf = bytearray()
     while len(buf) <= cap:
-        chunk = await raw.content.read(cap + 1 - len(buf))
+        chunk = await raw.content.read(64 * 1024)
         if not chunk:
+            if inflater is not None:
+                buf += inflater.flush()
+                if len(buf) > cap:
+                    break
             return bytes(buf)
+        if inflater is not None:
+            try:
+                chunk = inflater.decompress(chunk, cap + 1 - len(buf))
+            except zlib.error as exc:
+                raw.close()
+                raise InvalidResponseError(
+                    "bad-encoding", f"{encoding} body: {exc}", method=method, url=url
+                ) from None
         buf += chunk
     raw.close()
     raise ResponseTooLargeError(cap, method=method, url=url)

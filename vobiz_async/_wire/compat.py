@@ -130,7 +130,7 @@ def decode_media(frame: str | bytes) -> Media | None:
     """The hot path: a well-formed compat ``media`` frame as a :class:`Media`, or None."""
     try:
         wire = _decode_media_typed(frame)
-    except (msgspec.DecodeError, UnicodeEncodeError, RecursionError):
+    except (msgspec.DecodeError, UnicodeError, RecursionError):
         return None
     return _as_media(wire) if wire.event == "media" else None
 
@@ -278,7 +278,7 @@ def _decode_object(frame: str | bytes, binary: bool) -> dict[str, Any] | Malform
         return malformed("binary-frame", frame, "the platform sends text frames only")
     try:
         msg = _loads(frame)
-    except (msgspec.DecodeError, RecursionError, UnicodeEncodeError) as exc:
+    except (msgspec.DecodeError, RecursionError, UnicodeError) as exc:
         return malformed("invalid-json", frame, str(exc)[:200])
     if type(msg) is not dict:
         return malformed("not-an-object", frame, "expected a JSON object")
@@ -322,7 +322,7 @@ def looks_like_compat(frame: str | bytes) -> bool:
     ``streamSid``, or a ``rawEvent`` envelope (the Vobiz ``start`` has ``streamId``)."""
     try:
         msg = _loads(frame)
-    except (msgspec.DecodeError, RecursionError, UnicodeEncodeError):
+    except (msgspec.DecodeError, RecursionError, UnicodeError):
         return False
     if type(msg) is not dict:
         return False

@@ -124,7 +124,7 @@ def decode_media(frame: str | bytes) -> Media | None:
     """The hot path: a well-formed ``media`` frame, or None (then use :func:`parse_inbound`)."""
     try:
         wire = _decode_media_typed(frame)
-    except (msgspec.DecodeError, UnicodeEncodeError, RecursionError):
+    except (msgspec.DecodeError, UnicodeError, RecursionError):
         return None
     return wire if wire.event == "media" else None
 
@@ -199,7 +199,7 @@ def parse_extra_headers(raw: object) -> tuple[str | None, dict[str, str]]:
     text = str(raw)
     try:
         parsed = _loads(text)
-    except (msgspec.DecodeError, RecursionError, UnicodeEncodeError):
+    except (msgspec.DecodeError, RecursionError, UnicodeError):
         parsed = None
     if isinstance(parsed, dict):
         return text, {str(k): str(v) for k, v in parsed.items()}
@@ -337,7 +337,7 @@ def _decode_object(frame: str | bytes, binary: bool) -> dict[str, Any] | Malform
         return malformed("binary-frame", frame, "Vobiz sends text frames only")
     try:
         msg = _loads(frame)
-    except (msgspec.DecodeError, RecursionError, UnicodeEncodeError) as exc:
+    except (msgspec.DecodeError, RecursionError, UnicodeError) as exc:
         return malformed("invalid-json", frame, str(exc)[:200])
     if type(msg) is not dict:
         return malformed("not-an-object", frame, "expected a JSON object")
