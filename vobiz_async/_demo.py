@@ -338,7 +338,10 @@ def format_report(report: DemoReport) -> str:
         f"  caller heard           {report.caller_heard_ms:.0f} ms"
         f" ({report.cleared_unheard_ms:.0f} ms flushed by barge-in)",
         "  clear round trip       "
-        + (", ".join(f"{v:.2f} ms" for v in report.clear_round_trip_ms) or "no barge-in"),
+        + (
+            ", ".join(f"{v:.2f} ms" for v in report.clear_round_trip_ms)
+            or ("not acknowledged (compat)" if report.cleared_unheard_ms else "no barge-in")
+        ),
         f"  malformed / dropped    {report.malformed_frames} / {report.dropped_frames}",
         f"  recording              {report.recording} (left: caller, right: agent as heard)",
         f"  call report            {report.html_report} (open it in a browser)",

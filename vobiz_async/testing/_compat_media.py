@@ -359,14 +359,7 @@ class CompatMediaPeer:
                         twilio=self.twilio,
                     )
                 )
-                receiver = asyncio.create_task(self._receive(ws))
-                try:
-                    await self._clock(ws)
-                finally:
-                    await asyncio.wait({receiver}, timeout=2.0)
-                    receiver.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await receiver
+                await self._stream(ws)
                 self._finish(ws)
         except InvalidStatus as exc:
             report.rejected_status = exc.response.status_code
@@ -381,6 +374,25 @@ class CompatMediaPeer:
         finally:
             self._closed.set()
         return self.report
+
+    async def _stream(self, ws: ClientConnection) -> None:
+        """Run the clock and the receiver until the socket closes (either side)."""
+        receiver = asyncio.create_task(self._receive(ws))
+        clock = asyncio.create_task(self._clock(ws))
+        tasks = {receiver, clock}
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if clock in done:  # our hangup: let the close handshake finish reading
+                await asyncio.wait({receiver}, timeout=2.0)
+        finally:
+            for task in tasks:
+                task.cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(
+                result, (asyncio.CancelledError, ConnectionClosed)
+            ):
+                raise result
 
     def _finish(self, ws: ClientConnection) -> None:
         """Record how the socket ended; the application closing it first is its stop."""
