@@ -110,8 +110,10 @@ async def test_signalwire_l16_echo_through_connect_stream(codec: str) -> None:
 async def test_checkpoint_is_played_after_playout() -> None:
     """A mark is echoed once its audio has played: PLAYED, and the caller heard it all."""
     outcomes: list[CheckpointOutcome] = []
+    sessions: list[StreamSession] = []
 
     async def agent(session: StreamSession) -> None:
+        sessions.append(session)
         await session.play(tone(300, 0.4, 8000), 8000)
         outcomes.append(await session.checkpoint("greet"))
         await session.stop()
@@ -123,6 +125,8 @@ async def test_checkpoint_is_played_after_playout() -> None:
     [name] = report.played_checkpoints
     assert name.startswith("greet:") and report.voided_checkpoints == []
     assert report.heard_ms >= 400.0
+    stats = sessions[0].stats  # the peer's frames are well-formed and numbered in order
+    assert (stats.malformed, stats.unknown_events, stats.sequence_gaps) == (0, 0, 0)
 
 
 async def test_barge_in_clear_voids_the_mark_and_later_audio_plays() -> None:

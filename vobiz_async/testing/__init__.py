@@ -18,8 +18,8 @@ from ._signalwire import FakeCompatCall, FakeSignalWire
 __all__ = [
     "CallbackRecord",
     "CompatMediaPeer",
-    "FakeCompatCall",
     "FakeCall",
+    "FakeCompatCall",
     "FakeSignalWire",
     "FakeStreamRecord",
     "FakeVobiz",

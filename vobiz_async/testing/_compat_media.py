@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import secrets
 import time
@@ -253,14 +254,21 @@ class CompatMediaPeer:
             raise ValidationError("digit", f"must be one of 0-9 * # A-D, got {digit!r}")
         if self.twilio and not self.bidirectional:
             raise ValidationError("digit", "Twilio sends dtmf on bidirectional streams only")
-        await self._send(
-            lambda seq: compat.dtmf_frame(
+
+        def frame(seq: int) -> str:
+            text = compat.dtmf_frame(
                 sequence_number=seq,
                 stream_sid=self.stream_sid,
                 digit=digit.upper(),
                 twilio=self.twilio,
             )
-        )
+            if self.bidirectional:
+                return text
+            body = json.loads(text)  # SignalWire: streamSid on bidirectional streams only
+            del body["streamSid"]
+            return json.dumps(body, separators=(",", ":"))
+
+        await self._send(frame)
 
     async def send_raw(self, frame: str | bytes) -> None:
         """Send anything (for hostile-input tests): malformed JSON, binary frames..."""
