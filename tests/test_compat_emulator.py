@@ -389,9 +389,12 @@ async def test_emulate_cli_speaks_signalwire(capsys: pytest.CaptureFixture[str])
 
 async def test_demo_on_signalwire(tmp_path: Path) -> None:
     """`demo --provider signalwire`: the same agent, checkpoints played and one cleared."""
-    report = await run_demo(tmp_path, progress=None, speed=2.0, provider="signalwire")
+    # 1.25x: the caller's script runs faster than the agent's real-time replies; more
+    # would make the caller speak over turn 1 too.
+    report = await run_demo(tmp_path, progress=None, speed=1.25, provider="signalwire")
     assert report.frames_caller_to_agent == 850 and report.frames_agent_to_caller > 100
-    assert report.checkpoints["turn-1"] == "played" and report.checkpoints["turn-2"] == "cleared"
+    assert sorted(report.checkpoints) == ["turn-1", "turn-2", "turn-3", "turn-4"]
+    assert report.checkpoints["turn-2"] == "cleared" and "played" in report.checkpoints.values()
     assert report.rest_requests == [] and report.malformed_frames == 0
     assert [s.split()[1] for s in report.streams_listed] == ["stopped"]
     wav = read_wav(tmp_path / "call.wav")
