@@ -403,10 +403,11 @@ class CompatMediaPeer:
                 raise result
 
     def _finish(self, ws: ClientConnection) -> None:
-        """Record how the socket ended; the application closing it first is its stop."""
+        """Record how the socket ended; the application closing it first (a close
+        handshake, not a dropped connection) is its stop (compat 4.7)."""
         self.report.close_code = ws.close_code
-        if not self.hung_up and not self._ending:
-            self.report.stopped = True  # compat 4.7: closing the socket is the app's stop
+        if not self.hung_up and not self._ending and ws.close_code not in (None, 1006):
+            self.report.stopped = True
 
     async def _clock(self, ws: ClientConnection) -> None:
         """One tick per 20 ms: send caller audio, advance the playout of agent audio."""
