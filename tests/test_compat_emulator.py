@@ -400,3 +400,26 @@ async def test_demo_on_signalwire(tmp_path: Path) -> None:
     wav = read_wav(tmp_path / "call.wav")
     assert wav.channels == 2 and wav.sample_rate == 16000
     assert (tmp_path / "call.html").exists() and (tmp_path / "call.jsonl").exists()
+
+
+async def test_garbage_is_counted_and_an_abort_is_not_a_stop() -> None:
+    """Malformed compat frames are counted and skipped; a dropped TCP link is no app stop."""
+    sessions: list[StreamSession] = []
+
+    async def agent(session: StreamSession) -> None:
+        sessions.append(session)
+        await session.wait_closed()
+
+    async with serve(agent, "127.0.0.1", 0) as server:
+        peer = CompatMediaPeer(server.url, seconds=10.0)
+        peer.start()
+        await peer.started.wait()
+        await peer.send_raw("{not json")
+        await peer.send_raw(b"\x00\x01")
+        await peer.send_raw('{"event":"media","media":{"payload":"***"}}')
+        await until(lambda: bool(sessions) and sessions[0].stats.malformed == 3, "3 counted")
+        peer.abort()
+        report = await peer.wait_closed()
+        await sessions[0].wait_closed()
+    assert sessions[0].stats.frames_in > 3 and not report.stopped
+    assert report.close_code == 1006
