@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit coverage bench soak clean test-matrix report-check
+.PHONY: demo test test-min test-matrix lint typecheck unit coverage bench soak clean report-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,17 +29,43 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
+# The suite against the declared minimum versions of the runtime dependencies (every
+# `>=X` in pyproject.toml pinned to `==X`), in its own venv, so the floors stay true.
+MIN_VENV := .venv-min
+MIN_STAMP := $(MIN_VENV)/.installed
+
+$(MIN_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(MIN_VENV)/bin/python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; print('\n'.join(d.replace('>=', '==') for d in deps))" > $(MIN_VENV)/constraints.txt
+	$(MIN_VENV)/bin/python -m pip install --quiet -c $(MIN_VENV)/constraints.txt -e ".[dev]"
+	touch $(MIN_STAMP)
+
+test-min: $(MIN_STAMP)
+	$(MIN_VENV)/bin/python -m pip list --format=freeze | grep -iE '^(aiohttp|websockets|pydantic|msgspec)=='
+	PYTHONASYNCIODEBUG=1 $(MIN_VENV)/bin/pytest -q -p no:cacheprovider
+
 # Branch coverage of the library (slower under tracing; not part of `make test`).
 coverage: $(STAMP)
 	$(BIN)/pytest -q --cov --cov-report=term
 
-bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_codec.py
-	$(BIN)/python benchmarks/bench_protocol.py
-	$(BIN)/python benchmarks/bench_server.py
+# Benchmark-only peers, timed beside us in the same run; never runtime dependencies.
+# They live in their own venv (.venv-bench) so the test venv stays what users install.
+# (plivo-stream-sdk imports `plivo` without declaring it.)
+BENCH_PEERS := soxr numpy pipecat-vobiz plivo-stream-sdk plivo
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
 
-# A call report rendered by headless Chromium to a PNG, checked not blank with the
-# timeline drawn (needs `chromium`; .ci/run installs it).
+$(BENCH_STAMP): pyproject.toml
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e . $(BENCH_PEERS)
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BENCH_VENV)/bin/python benchmarks/bench_codec.py
+	$(BENCH_VENV)/bin/python benchmarks/bench_protocol.py
+	$(BENCH_VENV)/bin/python benchmarks/bench_server.py
+
 # The demo's call report, rendered by headless Chromium and checked (issue 18).
 report-check: $(STAMP)
 	$(BIN)/vobiz-async demo --out build/demo > /dev/null
@@ -49,7 +75,7 @@ soak: $(STAMP)
 	$(BIN)/python benchmarks/soak.py
 
 clean:
-	rm -rf $(VENV) .venv-3.* .mypy_cache .pytest_cache .ruff_cache demo-output
+	rm -rf $(VENV) $(MIN_VENV) .venv-3.* .venv-bench .mypy_cache .pytest_cache .ruff_cache demo-output
 
 # The suite on every Python the package claims (3.11, 3.12, 3.13) that this machine has:
 # a plain `pythonX.Y` on PATH, or a pyenv build. Each gets its own venv (.venv-X.Y).

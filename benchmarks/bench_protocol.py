@@ -103,7 +103,11 @@ def outbound_case(fmt: AudioFormat) -> Callable[[], object]:
 
 def peer_case(frame: str) -> Callable[[], object] | None:
     try:
-        from plivo_stream.types import EventType, MediaEvent, StreamEvent  # type: ignore[import-not-found]
+        from plivo_stream.types import (  # type: ignore[import-not-found, import-untyped, unused-ignore]
+            EventType,
+            MediaEvent,
+            StreamEvent,
+        )
     except ImportError:
         return None
 

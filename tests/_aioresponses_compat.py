@@ -7,9 +7,13 @@ supplies a stand-in writer (the request is already "sent", so only its size is r
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from aiohttp import ClientResponse
+
+# Older aiohttp (the declared floor, run by `make test-min`) has no such argument.
+_NEEDS_WRITER = "stream_writer" in inspect.signature(ClientResponse.__init__).parameters
 
 
 class _SentRequest:
@@ -20,5 +24,6 @@ class CompatResponse(ClientResponse):
     """A ClientResponse that tolerates aioresponses' missing ``stream_writer``."""
 
     def __init__(self, method: str, url: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("stream_writer", _SentRequest())
+        if _NEEDS_WRITER:
+            kwargs.setdefault("stream_writer", _SentRequest())
         super().__init__(method, url, **kwargs)

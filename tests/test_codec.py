@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import array
 import importlib
 import math
+import random
 import struct
 import warnings
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vobiz_async.codec import (
@@ -18,6 +20,7 @@ from vobiz_async.codec import (
     AudioFormat,
     Framer,
     Resampler,
+    _ulaw_encode_one,
     frame_size,
     interleave_stereo,
     l16_to_pcm16,
@@ -104,6 +107,19 @@ def test_ulaw_encode_all_65536_samples_match_reference() -> None:
     """Every 16-bit sample value encodes exactly as the classic reference encoder does."""
     samples = list(range(-32768, 32768))
     assert pcm16_to_ulaw(pack(samples)) == bytes(ref_encode(s) for s in samples)
+
+
+def test_ulaw_encode_matches_the_scalar_encoder_at_every_length() -> None:
+    """The lane-wise encoder equals _ulaw_encode_one on all inputs, whatever the length."""
+    samples = list(range(-32768, 32768))
+    scalar = bytes(_ulaw_encode_one(s) for s in samples)
+    assert pcm16_to_ulaw(pack(samples)) == scalar
+    rng = random.Random(5)
+    for n in (1, 2, 3, 159, 160, 161, 480, 4001):
+        chunk = [rng.randint(-32768, 32767) for _ in range(n)]
+        assert pcm16_to_ulaw(pack(chunk)) == bytes(_ulaw_encode_one(s) for s in chunk)
+    extremes = [-32768, -32767, -32636, -32635, -1, 0, 1, 32635, 32636, 32767] * 3
+    assert pcm16_to_ulaw(pack(extremes)) == bytes(_ulaw_encode_one(s) for s in extremes)
 
 
 def test_ulaw_bit_exact_with_audioop_when_available() -> None:
@@ -315,3 +331,54 @@ def test_read_wav_rejects_garbage(tmp_path: Path) -> None:
     bad.write_bytes(b"not a wav file at all")
     with pytest.raises(CodecError):
         read_wav(bad)
+
+
+# ---- resampler: linear cost, chunking invariance ---------------------------------------
+
+
+def noise_tone(rate: int, seconds: float, seed: int) -> bytes:
+    """A tone plus deterministic pseudo-random noise, cheap to build for long signals."""
+    rng = random.Random(seed)
+    period = [
+        max(
+            -32768,
+            min(32767, round(12000 * math.sin(2 * math.pi * i / 37)) + rng.randint(-9000, 9000)),
+        )
+        for i in range(4999)
+    ]
+    n = int(rate * seconds)
+    samples = array.array("h", period * (n // len(period) + 1))[:n]
+    return samples.tobytes()
+
+
+def test_resampler_60_s_in_one_call_equals_20_ms_chunks() -> None:
+    """A 60 s chunk in one call (the old quadratic path) gives the bytes of 20 ms chunks."""
+    src, dst = 24000, 16000
+    signal = noise_tone(src, 60.0, seed=11)
+    whole = Resampler(src, dst)
+    expected = whole.process(signal) + whole.flush()
+    assert len(expected) == len(signal) * dst // src
+    chunked = Resampler(src, dst)
+    step = src * 2 // 50
+    got = b"".join(chunked.process(signal[i : i + step]) for i in range(0, len(signal), step))
+    assert got + chunked.flush() == expected
+
+
+@pytest.mark.parametrize(("src", "dst"), PAIRS)
+@settings(max_examples=15, deadline=None)
+@given(sizes=st.lists(st.integers(1, 6000), min_size=1, max_size=12), seed=st.integers(0, 9))
+def test_resampler_random_chunk_sizes_equal_whole(
+    src: int, dst: int, sizes: list[int], seed: int
+) -> None:
+    """Any sequence of chunk sizes (in samples) gives exactly the whole-signal output."""
+    signal = noise_tone(src, 0.6, seed)
+    whole = Resampler(src, dst)
+    expected = whole.process(signal) + whole.flush()
+    r = Resampler(src, dst)
+    out, pos, k = bytearray(), 0, 0
+    while pos < len(signal):
+        size = 2 * sizes[k % len(sizes)]
+        out += r.process(signal[pos : pos + size])
+        pos += size
+        k += 1
+    assert bytes(out) + r.flush() == expected

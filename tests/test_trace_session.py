@@ -12,7 +12,7 @@ from vobiz_async.events import CheckpointOutcome, DtmfReceived
 from vobiz_async.report import render
 from vobiz_async.server import StreamSession, serve
 from vobiz_async.testing import MediaPeer, speech_like, tone
-from vobiz_async.trace import read_trace
+from vobiz_async.trace import CallTrace, read_trace
 
 
 async def test_trace_of_an_emulated_call_has_every_event_at_a_plausible_time(
@@ -21,10 +21,13 @@ async def test_trace_of_an_emulated_call_has_every_event_at_a_plausible_time(
     """An utterance played, a barge-in on a DTMF, then a hangup: all traced, in order."""
     sessions: list[StreamSession] = []
     outcomes: list[CheckpointOutcome] = []
+    traces: list[CallTrace] = []
 
     async def agent(session: StreamSession) -> None:
         sessions.append(session)
         session.record()
+        assert session.trace is not None
+        traces.append(session.trace)  # the session lets go of it once the call is over
         await session.play(tone(440, 0.4, 8000), 8000)
         outcomes.append(await session.checkpoint("greeting"))
         speaking = asyncio.create_task(session.play(tone(300, 3.0, 8000), 8000))
@@ -45,9 +48,10 @@ async def test_trace_of_an_emulated_call_has_every_event_at_a_plausible_time(
         report = await peer.wait_closed()
         await asyncio.sleep(0.1)
     [session] = sessions
+    [trace] = traces
     assert outcomes == [CheckpointOutcome.PLAYED, CheckpointOutcome.CLEARED]
-    assert session.trace is not None
-    trace_path = session.trace.write(tmp_path / "call.wav")
+    assert session.trace is None and session.recorder is None  # released after the call
+    trace_path = trace.write(tmp_path / "call.wav")
     assert trace_path.suffix == ".jsonl"
     records: list[dict[str, Any]] = read_trace(trace_path)
     kinds = [r["event"] for r in records]

@@ -6,9 +6,32 @@ re-exported by both; applications import them from ``vobiz_async``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import resource
+from dataclasses import dataclass, field
 
-__all__ = ["Limits", "Pacing"]
+from .recording import DEFAULT_MAX_RECORDING_BYTES
+
+__all__ = ["Limits", "Pacing", "default_max_sessions"]
+
+_FD_RESERVE = 64  # descriptors kept for everything else: logs, recordings, REST clients
+_MAX_SESSIONS_CAP = 2000
+
+
+def default_max_sessions(max_pending_handshakes: int = 64) -> int:
+    """The default ``Limits.max_sessions``: what the process's fd limit can hold.
+
+    Each session and each pending handshake is one socket. The soft ``RLIMIT_NOFILE``
+    (``resource.getrlimit``) minus the pending-handshake allowance minus a reserve of 64
+    descriptors for everything else, capped at 2000 (unlimited: 2000). With the common
+    soft limit of 1024 this is 896; raise it with ``ulimit -n`` to serve more.
+
+    Args:
+        max_pending_handshakes: the allowance for connections not yet sessions.
+    """
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return _MAX_SESSIONS_CAP
+    return max(1, min(_MAX_SESSIONS_CAP, soft - max_pending_handshakes - _FD_RESERVE))
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,21 +60,48 @@ class Limits:
     Attributes:
         max_message_bytes: largest WebSocket message accepted (a Vobiz media frame is
             about 1 KB); larger closes that connection with 1009.
-        max_sessions: concurrent connections; more are refused with HTTP 503.
+        max_sessions: concurrent sessions (streams past ``start``); a handshake beyond
+            it is refused with HTTP 503, a ``start`` beyond it closed with 1013. Sockets
+            still handshaking do not count. Default: :func:`default_max_sessions`, what
+            the process's fd limit can hold (at most 2000).
+        max_pending_handshakes: connections not yet a session (handshaking or waiting
+            for ``start``). When a new connection would exceed it, the one idle the
+            longest is dropped (``stats.evicted_handshakes``), so a real call gets in.
+        handshake_timeout: seconds from TCP accept to a completed WebSocket handshake.
         start_timeout: seconds from the handshake to the ``start`` frame (then 1008).
-        idle_timeout: seconds without any frame before the connection is closed (1001).
+        idle_timeout: seconds without a data frame (pings do not count) before the
+            connection is closed (1001).
         inbound_queue_ms: audio buffered per session for a slow application; past it
             the oldest audio is dropped and counted (``stats.dropped_frames``).
         max_queued_events: non-audio events buffered per session (oldest dropped).
+        max_queued_event_bytes: wire bytes of the non-audio events buffered per session
+            (oldest dropped, counted in ``dropped_events``).
+        max_unknown_event_bytes: an unknown event whose frame is larger is not kept at
+            all (counted in ``dropped_events`` and ``stats.dropped_unknown_events``).
+        max_audio_frame_bytes: audio bytes one media frame may carry (a 20 ms frame is
+            160-640 bytes); larger is malformed (``oversized-audio``), counted, skipped.
         close_timeout: seconds to wait for the peer to finish a close handshake.
-        write_buffer_bytes: transport buffer above which sends wait (backpressure).
+        write_buffer_bytes: transport buffer above which sends wait (backpressure) and
+            reading pauses, so a peer that never reads cannot grow our memory.
+        write_stall_timeout: seconds the write buffer may stay over
+            ``write_buffer_bytes`` before the connection is dropped
+            (``stats.write_stalls``). ``None``: never.
+        max_recording_bytes: bound of a session recording's stereo PCM (see
+            :meth:`StreamSession.record`); the rest is counted in ``truncated_ms``.
     """
 
     max_message_bytes: int = 256 * 1024
-    max_sessions: int = 2000
+    max_sessions: int = field(default_factory=default_max_sessions)
+    max_pending_handshakes: int = 64
+    handshake_timeout: float = 10.0
     start_timeout: float | None = 10.0
     idle_timeout: float | None = 60.0
     inbound_queue_ms: float = 1000.0
     max_queued_events: int = 256
+    max_queued_event_bytes: int = 1024 * 1024
+    max_unknown_event_bytes: int = 64 * 1024
+    max_audio_frame_bytes: int = 32 * 1024
     close_timeout: float = 2.0
     write_buffer_bytes: int = 64 * 1024
+    write_stall_timeout: float | None = 30.0
+    max_recording_bytes: int = DEFAULT_MAX_RECORDING_BYTES

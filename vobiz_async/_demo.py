@@ -83,6 +83,7 @@ class DemoAgent:
     state: str = "listening"
     turns: int = 0
     session: StreamSession | None = None
+    trace: CallTrace | None = None
     replies: list[bytes] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -95,7 +96,8 @@ class DemoAgent:
 
     async def __call__(self, session: StreamSession) -> None:
         self.session = session
-        session.record()  # the call's trace (session.trace) for the HTML report
+        session.record()  # the call's trace for the HTML report; kept past the call
+        self.trace = session.trace
         speaking: asyncio.Task[None] | None = None
         speech_ms = silence_ms = 0.0
         epoch: float | None = 0.0 if session.provider == "vobiz" else None
@@ -248,7 +250,7 @@ async def run_demo(
         html_report=str(out_dir / "call.html"),
     )
     stereo = interleave_stereo(peer.caller_pcm, peer.heard_pcm)
-    await asyncio.to_thread(_write_outputs, out_dir, stereo, result, session.trace)
+    await asyncio.to_thread(_write_outputs, out_dir, stereo, result, agent.trace)
     return result
 
 

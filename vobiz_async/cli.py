@@ -134,20 +134,32 @@ async def _wait_for_signal() -> None:
 
 
 async def _serve(args: argparse.Namespace) -> None:
+    from .errors import StreamClosedError
     from .events import AudioReceived
+    from .recording import save_recording
     from .server import StreamSession, serve
 
     record_dir = Path(args.record) if args.record else None
+    if record_dir is not None:
+        record_dir.mkdir(parents=True, exist_ok=True)  # the operator's directory, not a peer's
+
+    async def echo(session: StreamSession, event: AudioReceived) -> None:
+        if session.closed:  # the peer hung up with audio still queued: nothing to echo to
+            return
+        try:
+            if session.outbound_format == session.inbound_format and event.payload:
+                await session.play_encoded(event.payload)  # straight back, as is
+            else:
+                await session.play(event.pcm, event.sample_rate)
+        except StreamClosedError:
+            return  # closed between frames; the summary below reports it
 
     async def handler(session: StreamSession) -> None:
-        recorder = session.record() if record_dir is not None else None
+        recorder = session.recorder  # attached at start by serve(record=True)
         try:
             async for event in session:
                 if args.echo and type(event) is AudioReceived and event.track == "inbound":
-                    if session.outbound_format == session.inbound_format and event.payload:
-                        await session.play_encoded(event.payload)  # straight back, as is
-                    else:
-                        await session.play(event.pcm, event.sample_rate)
+                    await echo(session, event)
         finally:
             summary: dict[str, Any] = {
                 "stream_id": session.stream_id,
@@ -157,7 +169,20 @@ async def _serve(args: argparse.Namespace) -> None:
                 "stats": asdict(session.stats),
             }
             if recorder is not None and record_dir is not None:
-                summary["recording"] = str(recorder.write(record_dir / f"{session.stream_id}.wav"))
+                # Named by us inside record_dir (the peer's ids go in the WAV's metadata),
+                # written off the event loop so other calls do not stall.
+                try:
+                    path = await asyncio.to_thread(
+                        save_recording,
+                        recorder,
+                        record_dir,
+                        stream_id=session.stream_id,
+                        call_id=session.call_id,
+                    )
+                    summary["recording"] = str(path)
+                    summary["recording_truncated_ms"] = recorder.truncated_ms
+                except (OSError, VobizError) as exc:
+                    summary["recording_error"] = f"{type(exc).__name__}: {exc}"
             _print_json_line(summary)
 
     cluster = _cluster(args.cluster) if args.cluster else None
@@ -171,6 +196,7 @@ async def _serve(args: argparse.Namespace) -> None:
             token=args.token,
             l16_byte_order=args.l16_byte_order,
             cluster=cluster,
+            record=record_dir is not None,
         ) as server,
     ):
         if cluster is not None:
@@ -193,7 +219,12 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     srv.add_argument("--path", default="/")
     srv.add_argument("--token", help="secret the URL must carry (?token= or last segment)")
     srv.add_argument("--echo", action="store_true", help="play inbound audio straight back")
-    srv.add_argument("--record", metavar="DIR", help="write DIR/<stream_id>.wav per call")
+    srv.add_argument(
+        "--record",
+        metavar="DIR",
+        help="write one stereo WAV per call in DIR (named by time and a safe form of the "
+        "stream id; the ids are in the WAV's metadata and the summary line)",
+    )
     srv.add_argument("--l16-byte-order", choices=["little", "big", "auto"], default="little")
     srv.add_argument("--grace", type=float, default=5.0, help="shutdown grace in seconds")
     srv.add_argument("--cluster", metavar="REDIS_URL", help="register sessions in this Redis")

@@ -6,11 +6,15 @@ no numpy and no ``audioop`` (removed in Python 3.13); the hot paths avoid per-sa
 Python loops:
 
 * mu-law decode is two ``bytes.translate`` calls and two slice assignments;
+* mu-law encode is a few lane-wise operations on all samples packed into one ``int``
+  (16 bits a lane) plus three ``bytes.translate`` calls, bit-exact with CPython's
+  ``audioop.lin2ulaw``;
 * L16 byte order swaps are slice assignments;
-* resampling is a polyphase FIR filter evaluated by big-integer multiplication: each
-  sample becomes a 48-bit "digit" of one Python ``int``, so one C-level multiply
-  computes a whole block of multiply-accumulates, exactly (integers, no rounding drift),
-  which is also why feeding a signal in chunks gives bit-identical output.
+* resampling (``Resampler``, in the private ``_resample`` module) is a polyphase FIR
+  filter evaluated by big-integer multiplication: each sample becomes a 40-bit "digit"
+  of one Python ``int``, so one C-level multiply computes a whole block of
+  multiply-accumulates, exactly (integers, no rounding drift), which is also why
+  feeding a signal in chunks gives bit-identical output.
 
 Wire facts come from ``shared/spec/vobiz-audio-streams.md`` section 4.5: inbound is
 mu-law 8 kHz or L16 8/16 kHz, outbound adds L16 24 kHz, 20 ms frames, silence byte 0xFF
@@ -21,15 +25,12 @@ from __future__ import annotations
 
 import array
 import enum
-import math
-import struct
-import sys
 import wave
 from dataclasses import dataclass
-from operator import itemgetter
 from pathlib import Path
 from typing import Literal
 
+from ._resample import Resampler
 from .errors import CodecError
 
 __all__ = [
@@ -178,9 +179,85 @@ def _ulaw_encode_one(sample: int) -> int:
 _ULAW_VALUES = [_ulaw_decode_one(c) for c in range(256)]
 _ULAW_LO = bytes(v & 0xFF for v in _ULAW_VALUES)
 _ULAW_HI = bytes((v >> 8) & 0xFF for v in _ULAW_VALUES)
-# Indexed by the sample read as an unsigned 16-bit integer in *native* byte order.
-_ULAW_ENCODE = bytes(_ulaw_encode_one(i - 65536 if i >= 32768 else i) for i in range(65536))
-_NATIVE_LITTLE = sys.byteorder == "little"
+
+# The encoder, without a per-sample Python loop (SWAR: SIMD within a register).
+#
+# For a sample s, let a = s if s >= 0 else ~s (0..32767) and u = a + 132 (+4 when s < 0):
+# u is 4 * (biased 14-bit magnitude + 33) plus two low bits that never matter, so the
+# code before its final complement is the 3-bit segment and 4-bit mantissa of w = u >> 3
+# (segment = bit length of w minus 5, mantissa = 4 bits below the top one; 0x7F once
+# w >= 4096). All PCM samples become 16-bit lanes of one int; u is a handful of
+# lane-wise big-int operations (no lane ever carries into the next: u <= 32904), with
+# its two don't-care low bits replaced by the sign. Splitting u into its high byte uh
+# and low byte ul: the segment and the mantissa bits at or above bit 8 of u depend on uh
+# alone (_ENC_BASE, which also applies the complement); the sign and the mantissa bits
+# below bit 8 depend on ul and on the class of uh (how many mantissa bits lie below
+# bit 8: 4, 4, 3, 2, 1 or 0). They meet in one 8-bit key, class id << 6 | sign << 5 |
+# ul >> 3, where a class that needs only the top k bits of ul >> 3 forces the others
+# to 1 (_ENC_CLASS), so four ids serve six classes; _ENC_LOW maps the key to those bits
+# and the sign. Three bytes.translate calls, one OR and one XOR assemble the codes.
+
+
+def _ulaw_magnitude_code(u: int) -> int:
+    """Segment and mantissa (before complement) of ``u = 4 * (magnitude + 33)``."""
+    w = u >> 3
+    if w >= 4096:
+        return 0x7F
+    if w < 32:
+        return w & 0x0F
+    seg = w.bit_length() - 5
+    return (seg << 4) | ((w >> seg) & 0x0F)
+
+
+def _enc_class(uh: int) -> int:
+    return 0 if uh == 0 else min(5, uh.bit_length())
+
+
+# Per class: (key id, forced low bits of ul >> 3, mantissa bits below bit 8 of u, XOR
+# offset). Classes 0, 4 and 5 share id 0: class 0 uses keys 16..31 (u >= 132), class 4
+# keys 15 and 31, class 5 key 31; the offsets make their shared keys agree.
+_ENC_CLASSES = (
+    (0, 0x00, 4, 0),
+    (1, 0x01, 4, 0),
+    (2, 0x03, 3, 0),
+    (3, 0x07, 2, 0),
+    (0, 0x0F, 1, 14),
+    (0, 0x1F, 0, 15),
+)
+
+
+def _enc_low(key: int) -> int:
+    key_id, wl = key >> 6, key & 0x1F
+    sign = 0x80 if key & 0x20 else 0
+    if key_id == 0:
+        return sign | (wl & 0x0F if wl >= 16 else 14)
+    return sign | (wl >> key_id)
+
+
+def _enc_base(uh: int) -> int:
+    _, _, low_bits, offset = _ENC_CLASSES[_enc_class(uh)]
+    high = _ulaw_magnitude_code(uh << 8) & ~((1 << low_bits) - 1)
+    return high ^ offset ^ 0xFF
+
+
+_ENC_CLASS = bytes(
+    _ENC_CLASSES[_enc_class(uh)][0] << 6 | _ENC_CLASSES[_enc_class(uh)][1] for uh in range(256)
+)
+_ENC_WL = bytes((ul & 1) << 5 | ul >> 3 for ul in range(256))
+_ENC_LOW = bytes(_enc_low(key) for key in range(256))
+_ENC_BASE = bytes(_enc_base(uh) for uh in range(256))
+_ENC_LANES: dict[int, tuple[int, int, int]] = {}
+
+
+def _enc_lanes(n: int) -> tuple[int, int, int]:
+    """(1, 132 and 0xFFFC in every 16-bit lane) for ``n`` samples, cached."""
+    lanes = _ENC_LANES.get(n)
+    if lanes is None:
+        ones = ((1 << (16 * n)) - 1) // 0xFFFF
+        lanes = (ones, 132 * ones, 0xFFFC * ones)
+        if len(_ENC_LANES) < 16:
+            _ENC_LANES[n] = lanes
+    return lanes
 
 
 def ulaw_to_pcm16(data: bytes) -> bytes:
@@ -198,14 +275,25 @@ def pcm16_to_ulaw(data: bytes) -> bytes:
         CodecError: odd byte count.
     """
     _check_even(data)
-    if not data:
+    size = len(data)
+    if not size:
         return b""
-    if not _NATIVE_LITTLE:
-        data = swap_bytes16(data)
-    indices = memoryview(data).cast("H")
-    if len(indices) == 1:
-        return bytes((_ULAW_ENCODE[indices[0]],))
-    return bytes(itemgetter(*indices)(_ULAW_ENCODE))
+    n = size >> 1
+    ones, bias, clear_low = _enc_lanes(n)
+    lanes = int.from_bytes(data, "little")
+    negative = (lanes >> 15) & ones
+    # a, low two bits cleared, + 132 (+4 when negative), and the sign in bit 0.
+    u = ((lanes ^ (negative * 0xFFFF)) & clear_low) + bias + negative * 5
+    ub = u.to_bytes(size, "little")
+    uh = ub[1::2]
+    key = (
+        int.from_bytes(uh.translate(_ENC_CLASS), "little")
+        | int.from_bytes(ub[0::2].translate(_ENC_WL), "little")
+    ).to_bytes(n, "little")
+    return (
+        int.from_bytes(key.translate(_ENC_LOW), "little")
+        ^ int.from_bytes(uh.translate(_ENC_BASE), "little")
+    ).to_bytes(n, "little")
 
 
 # --------------------------------------------------------------------------------------
@@ -248,221 +336,6 @@ def pcm16_to_l16(data: bytes, byte_order: ByteOrder) -> bytes:
         CodecError: odd byte count or unknown byte order.
     """
     return l16_to_pcm16(data, byte_order)
-
-
-# --------------------------------------------------------------------------------------
-# Resampling: polyphase windowed-sinc FIR, evaluated with big-integer multiplication
-# --------------------------------------------------------------------------------------
-
-_DIGIT_BYTES = 5  # one sample or accumulator per 40-bit digit
-_DIGIT_BITS = 8 * _DIGIT_BYTES
-_TAP_BITS = 16  # taps are integers scaled by 2**16
-_XOR80 = bytes(b ^ 0x80 for b in range(256))
-# Added to every accumulator digit so all digits are non-negative (no borrows between
-# digits: partial sums at block edges reach about -2**32.5) and the rounded output sample
-# lands in bytes 2-3 of its digit as offset binary, with byte 4 == 3 exactly when it
-# fits in int16. No borrows means results never depend on how the input was chunked.
-_DIGIT_BIAS = (0x38000 << _TAP_BITS) + (1 << (_TAP_BITS - 1))
-_IN_RANGE = 3
-
-
-def _bessel_i0(x: float) -> float:
-    total, term, k = 1.0, 1.0, 1
-    while term > 1e-12 * total:
-        term *= (x / (2 * k)) ** 2
-        total += term
-        k += 1
-    return total
-
-
-def _design_lowpass(
-    num_taps: int, cutoff: float, rate: float, gain: float, beta: float
-) -> list[int]:
-    """Kaiser-windowed sinc taps, scaled by ``gain * 2**16`` and rounded to integers."""
-    centre = (num_taps - 1) / 2
-    norm = _bessel_i0(beta)
-    taps = []
-    for i in range(num_taps):
-        t = i - centre
-        x = 2 * cutoff / rate
-        sinc = x if t == 0 else math.sin(math.pi * x * t) / (math.pi * t)
-        window = _bessel_i0(beta * math.sqrt(max(0.0, 1 - (t / centre) ** 2))) / norm
-        taps.append(round(sinc * window * gain * (1 << _TAP_BITS)))
-    return taps
-
-
-class _Phase:
-    """Precomputed big-integer filters for one output phase of a polyphase resampler."""
-
-    __slots__ = ("digits", "filters", "gain_offset")
-
-    def __init__(self, taps: list[int], phase: int, up: int, down: int) -> None:
-        sub = taps[phase::up]  # taps used by this phase, newest input first
-        self.digits = max(1, -(-len(sub) // down))
-        self.filters: list[int] = []
-        for r in range(down):
-            coeffs = sub[r::down]
-            coeffs += [0] * (self.digits - len(coeffs))
-            self.filters.append(sum(c << (_DIGIT_BITS * i) for i, c in enumerate(coeffs)))
-        # Inputs are packed as offset binary (x + 32768): undo that constant here.
-        self.gain_offset = _DIGIT_BIAS - 32768 * sum(sub)
-
-
-class Resampler:
-    """Streaming sample-rate converter for 8, 16 and 24 kHz 16-bit PCM, any direction.
-
-    A polyphase FIR (Kaiser-windowed sinc, about 60 dB stopband, passband to 40 % of
-    the lower rate, i.e. 3.2 kHz when 8 kHz is involved) upsamples by ``L``, filters
-    and keeps every ``M``-th sample, computing only the samples it keeps. Its group
-    delay is compensated: output sample ``m`` is aligned with input time ``m * M / L``.
-
-    ``process()`` keeps the filter history between calls, so feeding a signal in 20 ms
-    chunks gives exactly the same bytes as feeding it all at once. ``flush()`` drains
-    the filter (padding with silence) so the total output is
-    ``ceil(input_samples * to_rate / from_rate)`` samples, then resets the resampler
-    for reuse.
-
-    Args:
-        from_rate: input rate in Hz (8000, 16000 or 24000).
-        to_rate: output rate in Hz (8000, 16000 or 24000).
-
-    Raises:
-        CodecError: unsupported rate.
-    """
-
-    def __init__(self, from_rate: int, to_rate: int) -> None:
-        for rate in (from_rate, to_rate):
-            if rate not in SUPPORTED_RATES:
-                raise CodecError(f"unsupported sample rate {rate!r}")
-        self.from_rate = from_rate
-        self.to_rate = to_rate
-        g = math.gcd(from_rate, to_rate)
-        self._up = up = to_rate // g
-        self._down = down = from_rate // g
-        if up == down:
-            self._phases: list[_Phase] = []
-            self._num_taps = self._delay = 0
-        else:
-            low = min(from_rate, to_rate)
-            rate = from_rate * up
-            stop_edge, pass_edge = 0.5 * low, 0.4 * low
-            atten = 60.0
-            beta = 0.1102 * (atten - 8.7)
-            width = 2 * math.pi * (stop_edge - pass_edge) / rate
-            num_taps = math.ceil((atten - 8) / (2.285 * width)) + 1
-            num_taps += 1 - num_taps % 2  # odd: integer group delay
-            taps = _design_lowpass(num_taps, (pass_edge + stop_edge) / 2, rate, up, beta)
-            self._num_taps = num_taps
-            self._delay = (num_taps - 1) // 2
-            self._phases = [_Phase(taps, p, up, down) for p in range(up)]
-        self._repunits: dict[int, int] = {}
-        self._reset()
-
-    def _reset(self) -> None:
-        history = (self._num_taps // self._up + 2) * self._down + 2 if self._phases else 0
-        self._buf = bytearray(2 * history)  # int16 LE samples x[_base:]
-        self._base = -history  # absolute index of _buf[0:2]; x[n < 0] == 0
-        self._consumed = 0  # real input samples seen
-        self._next = 0  # next output index
-
-    @property
-    def delay_samples(self) -> int:
-        """Input samples the filter must see beyond an output's time before emitting it."""
-        return -(-self._delay // self._up) if self._phases else 0
-
-    def process(self, pcm: bytes) -> bytes:
-        """Resample a chunk; returns every output sample that is fully determined so far.
-
-        Raises:
-            CodecError: odd byte count.
-        """
-        _check_even(pcm)
-        if not self._phases:
-            return bytes(pcm)
-        self._buf += pcm
-        self._consumed += len(pcm) // 2
-        return self._emit(self._computable_end())
-
-    def flush(self) -> bytes:
-        """Drain the filter, return the remaining output, and reset for reuse."""
-        if not self._phases:
-            return b""
-        total = -(-self._consumed * self._up // self._down)
-        end_needed = ((total - 1) * self._down + self._delay) // self._up + 1
-        have = self._base + len(self._buf) // 2
-        if end_needed > have:
-            self._buf += bytes(2 * (end_needed - have))
-        out = self._emit(total)
-        self._reset()
-        return out
-
-    def _computable_end(self) -> int:
-        n_end = self._base + len(self._buf) // 2
-        return (self._up * n_end - 1 - self._delay) // self._down + 1
-
-    def _repunit(self, digits: int) -> int:
-        value = self._repunits.get(digits)
-        if value is None:
-            value = sum(1 << (_DIGIT_BITS * e) for e in range(digits))
-            if len(self._repunits) < 64:
-                self._repunits[digits] = value
-        return value
-
-    def _emit(self, end: int) -> bytes:
-        start = self._next
-        count = end - start
-        if count <= 0:
-            return b""
-        up, down = self._up, self._down
-        out = bytearray(2 * count)
-        for c in range(min(up, count)):
-            n_out = -(-(count - c) // up)
-            t = (start + c) * down + self._delay
-            newest = t // up
-            phase = self._phases[t - newest * up]
-            lo, hi = self._convolve(phase, newest, n_out)
-            out[2 * c :: 2 * up] = lo
-            out[2 * c + 1 :: 2 * up] = hi
-        self._next = end
-        # Keep only the history the next output still needs.
-        t_next = end * down + self._delay - (self._num_taps - 1)
-        keep_from = t_next // up - down - 1
-        drop = keep_from - self._base
-        if drop > 0:
-            del self._buf[: 2 * drop]
-            self._base = keep_from
-        return bytes(out)
-
-    def _convolve(self, phase: _Phase, newest: int, n_out: int) -> tuple[bytes, bytes]:
-        """Compute ``n_out`` outputs of one phase; returns their low and high bytes."""
-        down, width = self._down, _DIGIT_BYTES
-        digits = phase.digits
-        count = digits + n_out - 1  # input samples per residue stream
-        acc = 0
-        for r, filt in enumerate(phase.filters):
-            first = newest - r - (digits - 1) * down  # oldest sample of this stream
-            offset = 2 * (first - self._base)
-            stop = offset + 2 * down * (count - 1) + 2
-            packed = bytearray(width * count)
-            packed[0::width] = self._buf[offset : stop : 2 * down]
-            packed[1::width] = self._buf[offset + 1 : stop : 2 * down].translate(_XOR80)
-            acc += int.from_bytes(packed, "little") * filt
-        total_digits = count + digits
-        acc += phase.gain_offset * self._repunit(total_digits)
-        raw = acc.to_bytes(width * total_digits + 1, "little")
-        begin, end = width * (digits - 1), width * (digits - 1 + n_out)
-        lo = raw[begin + 2 : end : width]
-        hi = raw[begin + 3 : end : width]
-        overflow = raw[begin + 4 : end : width]
-        if overflow.count(_IN_RANGE) == n_out:
-            return lo, hi.translate(_XOR80)
-        # Rare: the filter overshot int16 (a clipped input ringing); saturate.
-        values = [
-            max(-32768, min(32767, (o << 16 | h << 8 | lb) - 0x38000))
-            for lb, h, o in zip(lo, hi, overflow, strict=True)
-        ]
-        pcm = struct.pack(f"<{n_out}h", *values)
-        return pcm[0::2], pcm[1::2]
 
 
 # --------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ Callers catch a class and read attributes; nobody parses messages::
     │   └── RemoteProtocolError  the *peer* sent something invalid (carries the raw frame)
     ├── StreamClosedError        the stream/session/client is closed
     ├── SessionGoneError         a cluster session ended, or its worker's lease expired
+    ├── SessionTimeoutError      no media stream connected in time (also TimeoutError)
     ├── SignatureError           a status callback failed its signature check
     └── RestError                any failure of a REST request: catch this one
         ├── APIError             a REST API (Vobiz, SignalWire/Twilio compat) answered an error
@@ -55,6 +56,7 @@ __all__ = [
     "RestError",
     "ServerError",
     "SessionGoneError",
+    "SessionTimeoutError",
     "SignatureError",
     "StartOutcomeUnknownError",
     "StreamClosedError",
@@ -126,6 +128,29 @@ class SessionGoneError(VobizError):
         super().__init__(f"session {stream_id} is gone: {reason}")
         self.stream_id = stream_id
         self.reason = reason
+
+
+class SessionTimeoutError(VobizError, TimeoutError):
+    """No media stream connected in time (``wait_for_session``, ``wait_for_call``).
+
+    Attributes:
+        stream_id: the stream waited for (None when waiting for a call).
+        call_id: the call waited for (None when waiting for a stream).
+        timeout: the seconds waited.
+    """
+
+    def __init__(
+        self,
+        *,
+        stream_id: str | None = None,
+        call_id: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        what = f"stream {stream_id!r}" if stream_id is not None else f"call {call_id!r}"
+        super().__init__(f"no media stream for {what} connected within {timeout} s")
+        self.stream_id = stream_id
+        self.call_id = call_id
+        self.timeout = timeout
 
 
 class SignatureError(VobizError):

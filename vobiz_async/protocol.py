@@ -238,6 +238,14 @@ class StreamProtocol:
             ``"twilio"`` (the Twilio-compatible dialect), or ``"auto"`` (default): the
             first frame tells (``connected``, or a ``start`` with ``streamSid``, is
             compat; compat spec 4.3).
+        max_audio_bytes: largest audio payload one media frame may carry (decoded from
+            base64); larger is a :class:`MalformedFrame` (``oversized-audio``), so no
+            single frame costs unbounded work downstream. ``None``: no bound.
+        accept_restart: whether a second ``start`` on this object is taken as a new
+            stream. Reconnects are new sockets (spec 3.1 ``maxRetries``, 4.1), so the
+            server passes ``False``: a repeated ``start`` for the same call is a
+            :class:`MalformedFrame` (``repeated-start``), for another call
+            ``foreign-start``, and the stream keeps its state.
 
     Raises:
         ValidationError: an unknown byte order.
@@ -253,6 +261,8 @@ class StreamProtocol:
         auto_detect_ms: int = 500,
         lead_ms: float = 200.0,
         provider: Provider = "auto",
+        max_audio_bytes: int | None = None,
+        accept_restart: bool = True,
     ) -> None:
         if l16_byte_order not in ("little", "big", "auto"):
             raise ValidationError("l16_byte_order", "must be 'little', 'big' or 'auto'")
@@ -281,6 +291,8 @@ class StreamProtocol:
         self._in_order: InboundByteOrder = l16_byte_order
         self._out_order: ByteOrder = outbound_byte_order
         self._auto_detect_ms = auto_detect_ms
+        self._max_audio_bytes = max_audio_bytes
+        self._accept_restart = accept_restart
         self._auto_raw = bytearray()
         self._auto_seen_ms = 0.0
         self._last_seq: int | None = None
@@ -415,7 +427,7 @@ class StreamProtocol:
             events.extend(self._on_media(parsed, frame))
         elif kind is StreamStarted:
             assert isinstance(parsed, StreamStarted)
-            events.extend(self._on_start(parsed))
+            events.extend(self._on_start(parsed, frame))
         elif kind is PlaybackCheckpointReached:
             assert isinstance(parsed, PlaybackCheckpointReached)
             played = self._on_played(parsed, now)
@@ -477,8 +489,13 @@ class StreamProtocol:
         return text
 
     # --------------------------------------------------------------------- app: inbound
-    def _on_start(self, started: StreamStarted) -> list[Event]:
+    def _on_start(self, started: StreamStarted, frame: str | bytes) -> list[Event]:
         events: list[Event] = []
+        if self.started is not None and not self._accept_restart:
+            reason = (
+                "repeated-start" if started.call_id == self.started.call_id else "foreign-start"
+            )
+            return [self._malformed(reason, frame, f"call {started.call_id[:64]!r}")]
         if self.started is not None:
             # A reconnect (maxRetries) on the same object: new stream id, fresh state.
             self.stats.restarts += 1
@@ -530,6 +547,9 @@ class StreamProtocol:
         """Decode one frame's audio per ``start.mediaFormat`` (or the frame's own format)."""
         fmt = self.inbound_format
         assert fmt is not None
+        limit = self._max_audio_bytes
+        if limit is not None and len(raw) > limit:
+            return [self._malformed("oversized-audio", frame, f"{len(raw)} bytes > {limit}")]
         if content_type is not None or sample_rate is not None:  # oldest shape: per frame
             try:
                 fmt = AudioFormat.parse(

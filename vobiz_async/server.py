@@ -1,17 +1,25 @@
-"""The media server Vobiz dials: a thin I/O shell around :class:`StreamProtocol`.
+"""The media server the provider dials: a thin I/O shell around the session and protocol.
 
-Design (see the issue's measurements): websockets' Sans-I/O ``ServerProtocol`` is
-driven straight from an ``asyncio.Protocol``. Frames are parsed and decoded inside
-``data_received`` with no task, future or ``recv()`` per frame; events go into each
-session's bounded queue and user code runs in its own task, never on the read path.
+Three layers, each smaller than the one it drives:
 
-Every write goes through :meth:`_Connection.send_text`, synchronously, so ``playAudio``
-and ``clearAudio`` keep their order. Outgoing audio is paced: a session keeps about
-``Pacing.lead_ms`` of audio queued at Vobiz and sends the rest as the clock advances
-(deadline-based, no drift), so a barge-in has little to flush.
+* :class:`MediaServer` holds what is shared by every stream: configuration, the
+  registry that binds REST-started streams to their sessions (``wait_for_session``),
+  limits, the one pacing timer, status-callback routing, graceful shutdown. It works
+  without a socket of its own (``async with MediaServer(handler):``), so framework
+  adapters (``vobiz_async.adapters``) carry its streams on their own WebSockets; or it
+  listens itself (:func:`serve`).
+* :class:`StreamLink` is one stream on any transport: it checks nothing the upgrade has
+  not already admitted, feeds text frames to the protocol, creates the
+  :class:`~vobiz_async.session.StreamSession` on ``start``, runs the handler, and
+  enforces the per-stream limits and timers (start, idle, a second ``start``).
+* ``_Connection`` is the built-in transport: websockets' Sans-I/O ``ServerProtocol``
+  driven from an ``asyncio.Protocol``; whole text frames are cut by
+  :mod:`vobiz_async._wsframes` inside ``data_received``, with no task, future or
+  ``recv()`` per frame. It owns what is TCP's: the handshake deadline, pending
+  handshakes, backpressure (stop reading while our write buffer is full), write stalls.
 
 One connection's trouble stays in that connection: malformed frames are counted and
-skipped, a handler that raises closes only its own session, and the peer vanishing at
+skipped, a handler that raises closes only its own stream, and the peer vanishing at
 any moment (the normal end of a Vobiz stream) resolves everything pending.
 """
 
@@ -21,42 +29,36 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-from collections.abc import Awaitable, Callable, Generator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 from urllib.parse import urlsplit
 
-from websockets.datastructures import Headers
-from websockets.frames import Frame, Opcode
-from websockets.http11 import Request
-from websockets.protocol import State as WsState
-from websockets.server import ServerProtocol
-
-from ._config import Limits, Pacing
+from ._config import Limits, Pacing, default_max_sessions
+from ._listener import _Listener
 from .codec import AudioFormat, ByteOrder
-from .errors import ValidationError
+from .errors import SessionTimeoutError, ValidationError
 from .events import MalformedFrame, StreamStarted
-from .protocol import InboundByteOrder, StreamProtocol
-from .session import Pacer, SessionStats, StreamSession
-from .tokens import TokenCheck, extract_token, verify_stream_token
+from .protocol import InboundByteOrder, Provider, StreamProtocol
+from .session import Pacer, SessionStats, StreamSession, Transport
+from .tokens import DEFAULT_STREAM_TOKEN_TTL, extract_token, sign_stream_url, verify_stream_token
 
 if TYPE_CHECKING:
     from .cluster import Cluster
 
-try:  # the C unmasking routine websockets itself uses
-    from websockets.speedups import apply_mask
-except ImportError:  # pragma: no cover - pure-Python fallback, same result
-    from websockets.utils import apply_mask
-
 __all__ = [
     "VOBIZ_MEDIA_NETWORKS",
+    "Admission",
     "Limits",
     "MediaServer",
     "Pacing",
+    "ServerOptions",
     "ServerStats",
     "SessionStats",
+    "StreamLink",
     "StreamSession",
+    "default_max_sessions",
     "serve",
 ]
 
@@ -81,7 +83,15 @@ VOBIZ_MEDIA_NETWORKS = (
 
 @dataclass(slots=True)
 class ServerStats:
-    """Server-wide counters (everything refused or dropped is counted)."""
+    """Server-wide counters (everything refused or dropped is counted).
+
+    Beyond the obvious ones: ``evicted_handshakes`` (pending connections dropped to
+    admit a newer one), ``accept_errors`` (accepts failed for lack of file descriptors),
+    ``write_stalls`` (peers that stopped reading past ``write_stall_timeout``),
+    ``repeated_starts``/``foreign_starts`` (a second ``start`` on one socket, for the
+    same call: ignored; for another: closed with 1008), ``dropped_events`` and
+    ``dropped_unknown_events`` (non-audio events over a session's budget).
+    """
 
     connections: int = 0
     active_connections: int = 0
@@ -98,231 +108,112 @@ class ServerStats:
     handler_errors: int = 0
     malformed_frames: int = 0
     dropped_frames: int = 0
+    dropped_events: int = 0
+    dropped_unknown_events: int = 0
+    evicted_handshakes: int = 0
+    accept_errors: int = 0
+    write_stalls: int = 0
+    repeated_starts: int = 0
+    foreign_starts: int = 0
 
 
-class _Connection(asyncio.Protocol):
-    """One TCP connection: websockets' Sans-I/O handshake and framing, our protocol."""
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """The verdict on a WebSocket upgrade, before it is accepted.
 
-    def __init__(self, server: MediaServer) -> None:
+    Attributes:
+        ok: accept the upgrade.
+        status: the HTTP status to refuse with (401, 403, 404, 400, 503) when not ok.
+        reason: a short reason (``"missing"``, ``"mismatch"``, ``"expired"``, ...).
+        call_id: for a signed per-call URL, the only call this stream may carry.
+    """
+
+    ok: bool
+    status: int = 101
+    reason: str = "ok"
+    call_id: str | None = None
+
+
+def _bearer(headers: Mapping[str, str]) -> str | None:
+    """The token of an ``Authorization: Bearer`` header (SignalWire's ``authBearerToken``,
+    compat spec 4.1), or None."""
+    value = headers.get("Authorization") or headers.get("authorization")
+    if value and value[:7].lower() == "bearer ":
+        return value[7:].strip() or None
+    return None
+
+
+class StreamLink:
+    """One media stream over any transport, from the accepted upgrade to the close.
+
+    The transport (the built-in connection, or a framework adapter) calls
+    :meth:`text_received` / :meth:`binary_received` for each message, :meth:`writable`
+    when its write buffer drained, and :meth:`closed` exactly once at the end.
+
+    Args:
+        server: the :class:`MediaServer` whose stream this is.
+        transport: how to send frames and close (see :class:`~vobiz_async.session.Transport`).
+        admission: what :meth:`MediaServer.admit` said of the upgrade.
+        request_path, request_headers: the upgrade request, kept on the session.
+    """
+
+    def __init__(
+        self,
+        server: MediaServer,
+        transport: Transport,
+        admission: Admission,
+        *,
+        request_path: str = "",
+        request_headers: Mapping[str, str] | None = None,
+    ) -> None:
         self.server = server
-        self.loop = server.loop
+        self.transport = transport
         self.limits = server.limits
-        self.pacing = server.pacing
-        self.ws = ServerProtocol(max_size=server.limits.max_message_bytes, logger=log)
+        self.loop = server.loop
+        self.request_path = request_path
+        self.request_headers: Mapping[str, str] = request_headers or {}
+        self._signed_call = admission.call_id
         self.proto = StreamProtocol(
             l16_byte_order=server.l16_byte_order,
             outbound_byte_order=server.outbound_byte_order,
             outbound_format=server.outbound_format,
             lead_ms=server.pacing.lead_ms,
+            provider=server.provider,
+            max_audio_bytes=server.limits.max_audio_frame_bytes,
+            accept_restart=False,
         )
-        self.transport: asyncio.Transport | None = None
         self.session: StreamSession | None = None
-        self.request_path = ""
-        self.request_headers: Headers = Headers()
-        self.write_paused = False
-        self._drain: asyncio.Event | None = None
-        self._fragments: list[bytes] = []
-        self._fragment_binary = False
-        self._rx: bytes = b""
-        self._slow_path = False
-        self._signed_call: str | None = None
+        self.task: asyncio.Task[None] | None = None
         self._last_frame = self.loop.time()
-        self._timers: list[asyncio.TimerHandle] = []
-        self._task: asyncio.Task[None] | None = None
-        self._lost = False
-
-    # ------------------------------------------------------------ asyncio.Protocol
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement the interface without subclassing it.
-        self.transport = tcp = cast(asyncio.Transport, transport)
-        tcp.set_write_buffer_limits(high=self.limits.write_buffer_bytes)
-        self.server._connections.add(self)
-        self.server.stats.connections += 1
-        self.server.stats.active_connections += 1
-        if not self.server._address_allowed(tcp.get_extra_info("peername")):
-            self.server.stats.rejected_ip += 1
-            self._close_transport()
-            return
-        self._later(10.0, self._handshake_deadline)
-
-    def data_received(self, data: bytes) -> None:
-        self._last_frame = self.loop.time()
-        if self.ws.state is WsState.OPEN and not self._slow_path:
-            self._receive_fast(data)
-        else:
-            self._feed(data)
-        self._flush()
-
-    def _feed(self, data: bytes | bytearray) -> None:
-        """Let websockets' own parser take ``data`` (handshake, control frames, fragments)."""
-        ws = self.ws
-        try:
-            ws.receive_data(data)
-        except EOFError:
-            return
-        for event in ws.events_received():
-            if type(event) is Frame:
-                self._on_frame(event)
-            elif isinstance(event, Request):
-                self._on_request(event)
-        if ws.handshake_exc is not None and ws.state is not WsState.OPEN:
-            self.server.stats.handshake_failures += 1
-            self._close_transport()
-
-    def _receive_fast(self, data: bytes) -> None:
-        """Parse whole, masked, unfragmented text frames directly (the media hot path).
-
-        Everything else (control frames, fragments, binary) is handed to websockets'
-        parser frame by frame, so it keeps all protocol state; its reader is always at a
-        frame boundary when it gets one. Unmasked or RSV-flagged client frames fail the
-        connection (1002), as RFC 6455 requires.
-        """
-        buf = self._rx + data if self._rx else data
-        size = len(buf)
-        pos = 0
-        limit = self.limits.max_message_bytes
-        while size - pos >= 2:
-            b0 = buf[pos]
-            b1 = buf[pos + 1]
-            length = b1 & 0x7F
-            head = pos + 2
-            if length == 126:
-                if size - pos < 4:
-                    break
-                length = int.from_bytes(buf[head : head + 2], "big")
-                head += 2
-            elif length == 127:
-                if size - pos < 10:
-                    break
-                length = int.from_bytes(buf[head : head + 8], "big")
-                head += 8
-            if not b1 & 0x80 or b0 & 0x70:
-                self._slow_path = True  # let websockets fail it with the right code
-                self._feed(buf[pos:])
-                self._rx = b""
-                return
-            if length > limit:
-                self.ws.fail(1009, f"frame over {limit} bytes")
-                self._rx = b""
-                return
-            end = head + 4 + length
-            if end > size:
-                break
-            if b0 == 0x81 and self.ws.current_size is None:  # FIN + TEXT, not mid-message
-                self._on_message(apply_mask(buf[head + 4 : end], buf[head : head + 4]), False)
-            else:
-                self._feed(buf[pos:end])
-                if self.ws.state is not WsState.OPEN:
-                    self._rx = b""
-                    return
-            pos = end
-        self._rx = buf[pos:] if pos < size else b""
-
-    def eof_received(self) -> bool | None:
-        self.ws.receive_eof()
-        self._flush()
-        return None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._lost = True
-        for timer in self._timers:
-            timer.cancel()
-        self._timers.clear()
-        self.server._connections.discard(self)
-        if not self.server._connections:
-            self.server._all_closed.set()
-        self.server.stats.active_connections -= 1
-        if self._drain is not None:
-            self._drain.set()
-        session = self.session
-        if session is not None:
-            self.server._forget(session)
-            session.connection_closed(self.ws.close_code)
-        else:
-            self.proto.connection_closed()
-        self.server.stats.malformed_frames += self.proto.stats.malformed
-        sent = self.ws.close_sent
-        if sent is not None and sent.code == 1009:  # websockets refused a message over max_size
-            self.server.stats.oversized_messages += 1
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-        if self._drain is None:
-            self._drain = asyncio.Event()
-        self._drain.clear()
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        if self._drain is not None:
-            self._drain.set()
-        if self.session is not None:
-            self.session.writable()
-
-    # ---------------------------------------------------------------- handshake
-    def _on_request(self, request: Request) -> None:
-        server = self.server
-        self.request_path = request.path
-        self.request_headers = request.headers
-        log.debug("upgrade %s headers=%s", request.path, list(request.headers.keys()))
-        path = urlsplit(request.path).path
-        if not server._path_matches(path):
-            server.stats.rejected_path += 1
-            self.ws.send_response(self.ws.reject(404, "Not found\n"))
-            return
-        if server.token is not None:
-            check: TokenCheck = verify_stream_token(
-                extract_token(request.path, server.path), server.token
-            )
-            if not check.ok:
-                server.stats.rejected_auth += 1
-                status = 401 if check.reason == "missing" else 403
-                self.ws.send_response(self.ws.reject(status, f"Token {check.reason}\n"))
-                return
-            self._signed_call = check.call_id
-        if server.stats.active_connections > server.limits.max_sessions:
-            server.stats.rejected_limit += 1
-            self.ws.send_response(self.ws.reject(503, "Too many streams\n"))
-            return
-        response = self.ws.accept(request)
-        self.ws.send_response(response)
-        if response.status_code == 101 and self.limits.start_timeout is not None:
-            self._later(self.limits.start_timeout, self._start_deadline)
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._closed = False
+        server._links.add(self)
+        if self.limits.start_timeout is not None:
+            self._later("start", self.limits.start_timeout, self._start_deadline)
         if self.limits.idle_timeout is not None:
-            self._later(self.limits.idle_timeout, self._idle_check)
+            self._later("idle", self.limits.idle_timeout, self._idle_check)
 
-    # ------------------------------------------------------------------- frames
-    def _on_frame(self, frame: Frame) -> None:
-        opcode = frame.opcode
-        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-            if not frame.fin:
-                self._fragments = [bytes(frame.data)]
-                self._fragment_binary = opcode is Opcode.BINARY
-                return
-            self._on_message(frame.data, opcode is Opcode.BINARY)
-        elif opcode is Opcode.CONT:
-            self._fragments.append(bytes(frame.data))
-            if frame.fin:
-                data = b"".join(self._fragments)
-                self._fragments = []
-                self._on_message(data, self._fragment_binary)
-
-    def _on_message(self, data: bytes | bytearray | memoryview, binary: bool) -> None:
-        proto = self.proto
-        now = self.loop.time()
-        if binary:
-            events = proto.receive(bytes(data), now=now)
+    # ---------------------------------------------------------------- messages in
+    def text_received(self, data: bytes | str) -> None:
+        """One text message (UTF-8 bytes, or ``str`` from a framework)."""
+        self._last_frame = now = self.loop.time()  # media activity: data, not pings
+        if isinstance(data, str):
+            self._dispatch(self.proto.receive(data, now=now), len(data))
         else:
-            events = proto.receive_text(data, now=now)
+            self._dispatch(self.proto.receive_text(data, now=now), len(data))
+
+    def binary_received(self, data: bytes) -> None:
+        """One binary message: counted as malformed (providers send text only)."""
+        self._last_frame = self.loop.time()
+        self._dispatch(self.proto.receive(bytes(data)), len(data))
+
+    def _dispatch(self, events: list[Any], size: int) -> None:
         session = self.session
+        for event in events:
+            if type(event) is MalformedFrame:
+                self._on_malformed(event)
         if session is not None:
-            for event in events:
-                if type(event) is MalformedFrame:
-                    assert isinstance(event, MalformedFrame)
-                    log.debug("malformed frame (%s): %s", event.reason, event.detail)
-            old_stream_id = session.stream_id
-            session.events_received(events)
-            if session.stream_id != old_stream_id:
-                self.server._rebind(session, old_stream_id)
+            session.events_received(events, size)
             return
         for event in events:
             if type(event) is StreamStarted:
@@ -330,119 +221,170 @@ class _Connection(asyncio.Protocol):
                 session = self._on_start(event)
                 if session is None:
                     return
-            elif type(event) is MalformedFrame:
-                assert isinstance(event, MalformedFrame)
-                log.debug("malformed frame (%s): %s", event.reason, event.detail)
-            elif session is None:
+            elif type(event) is not MalformedFrame:
                 # A well-formed event before any start: no session to give it to.
                 self.server.stats.events_before_start += 1
 
+    def _on_malformed(self, event: MalformedFrame) -> None:
+        stats = self.server.stats
+        if event.reason == "foreign-start":
+            # A second start on this socket for another call: it would dodge the
+            # signed-URL call check. Reconnects are new sockets (spec 3.1, 4.1).
+            stats.foreign_starts += 1
+            log.warning("second start on one socket for another call: closing")
+            self.transport.close(1008, "start for another call")
+        elif event.reason == "repeated-start":
+            stats.repeated_starts += 1
+        log.debug("malformed frame (%s): %s", event.reason, event.detail)
+
     def _on_start(self, started: StreamStarted) -> StreamSession | None:
+        server = self.server
         if self._signed_call is not None and started.call_id != self._signed_call:
             log.warning(
-                "signed URL for call %s used by call %s", self._signed_call, started.call_id
+                "signed URL for call %r used by call %r",
+                self._signed_call[:64],
+                started.call_id[:64],
             )
-            self.server.stats.rejected_auth += 1
-            self.close(1008, "token not valid for this call")
+            server.stats.rejected_auth += 1
+            self.transport.close(1008, "token not valid for this call")
             return None
-        server = self.server
+        if server._session_count >= self.limits.max_sessions:
+            server.stats.rejected_limit += 1
+            self.transport.close(1013, "too many streams")
+            return None
+        self._cancel("start")
         session = StreamSession(
-            self,
+            self.transport,
             self.proto,
             started,
             pacer=server._pacer,
             limits=self.limits,
-            pacing=self.pacing,
+            pacing=server.pacing,
             request_path=self.request_path,
             request_headers=self.request_headers,
             on_dropped_frame=server._count_dropped_frame,
+            on_dropped_event=server._count_dropped_event,
         )
         self.session = session
+        if server.record:
+            session.record()
         server._register(session)
-        self._task = self.loop.create_task(server._run_handler(session, self))
+        self.task = self.loop.create_task(server._run_handler(session, self))
         return session
 
-    # ------------------------------------------------------------------ writing
-    def send_text(self, text: str) -> None:
-        """Write one text frame now. Every frame of the session goes through here."""
-        ws = self.ws
-        if ws.state is not WsState.OPEN or self._lost:
-            return
-        ws.send_text(text.encode())
-        self._flush()
+    # ------------------------------------------------------------------ lifecycle
+    def writable(self) -> None:
+        """The transport's write buffer drained: resume paced sending."""
+        if self.session is not None:
+            self.session.writable()
 
-    def _flush(self) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            self.ws.data_to_send()  # discard: the socket is gone or going
+    def closed(self, code: int | None = None) -> None:
+        """The transport closed (with ``code`` when known): end the stream."""
+        if self._closed:
             return
-        for data in self.ws.data_to_send():
-            if data:
-                transport.write(data)
-            elif transport.can_write_eof() and not transport.is_closing():
-                transport.write_eof()
-        if self.ws.close_expected():
-            self._later(self.limits.close_timeout, self._close_transport)
-
-    async def drained(self) -> None:
-        """Wait until the transport's write buffer is below its limit."""
-        if self.write_paused and self._drain is not None and not self._lost:
-            await self._drain.wait()
+        self._closed = True
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        server = self.server
+        server._links.discard(self)
+        session = self.session
+        if session is not None:
+            server._forget(session)
+            session.connection_closed(code)
+            if self.task is None or self.task.done():
+                session.release()
+        else:
+            self.proto.connection_closed()
+        server.stats.malformed_frames += self.proto.stats.malformed
 
     def close(self, code: int = 1000, reason: str = "") -> None:
-        """Start a close handshake; the transport is dropped if the peer stalls."""
-        if self.ws.state is WsState.OPEN:
-            self.ws.send_close(code, reason)
-            self._flush()
-        self._later(self.limits.close_timeout, self._close_transport)
+        """Close the stream's transport (a close handshake where the transport has one)."""
+        self.transport.close(code, reason)
 
-    def expect_peer_close(self) -> None:
-        """After our ``stop``, Vobiz closes the socket; close it ourselves if it doesn't."""
-        self._later(self.limits.close_timeout, lambda: self.close(1000, "stopped"))
+    # --------------------------------------------------------------------- timers
+    def _later(self, key: str, delay: float, callback: Callable[[], None]) -> None:
+        """At most one timer per ``key``, replacing an earlier one."""
+        if self._closed:
+            return
+        old = self._timers.get(key)
+        if old is not None:
+            old.cancel()
+        self._timers[key] = self.loop.call_later(delay, callback)
 
-    def _close_transport(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.abort()
-
-    # ------------------------------------------------------------------- timers
-    def _later(self, delay: float, callback: Callable[[], None]) -> None:
-        if not self._lost:
-            self._timers.append(self.loop.call_later(delay, callback))
-
-    def _handshake_deadline(self) -> None:
-        if self.ws.state is WsState.CONNECTING:
-            self.server.stats.handshake_failures += 1
-            self._close_transport()
+    def _cancel(self, key: str) -> None:
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
 
     def _start_deadline(self) -> None:
-        if self.session is None and self.ws.state is WsState.OPEN:
+        self._timers.pop("start", None)
+        if self.session is None and not self._closed:
             self.server.stats.start_timeouts += 1
-            self.close(1008, "no start frame")
+            self.transport.close(1008, "no start frame")
 
     def _idle_check(self) -> None:
+        self._timers.pop("idle", None)
         idle = self.limits.idle_timeout
-        if idle is None or self._lost:
+        if idle is None or self._closed:
             return
         quiet = self.loop.time() - self._last_frame
         if quiet >= idle:
             self.server.stats.idle_timeouts += 1
-            self.close(1001, "idle")
+            self.transport.close(1001, "idle")
         else:
-            self._later(idle - quiet, self._idle_check)
+            self._later("idle", idle - quiet, self._idle_check)
 
 
 class MediaServer:
-    """The WebSocket server Vobiz dials. Create with :func:`serve`.
+    """The media server: every stream's registry, limits, pacing and lifecycle.
 
-    Use as ``async with serve(handler, "127.0.0.1", 8765) as server:``. The handler
-    runs once per stream, after ``start``; when it returns, its stream is closed.
+    Listening on its own socket: ``async with serve(handler, "127.0.0.1", 8765) as
+    server:`` (or ``MediaServer(handler, host, port)``). Without one, inside a web
+    framework: ``async with MediaServer(handler, token=...) as server:`` and mount an
+    adapter (``vobiz_async.adapters.starlette`` / ``.aiohttp``) on a route. The
+    handler runs once per stream, after ``start``; when it returns, its stream is
+    closed.
+
+    Args:
+        handler: ``async def handler(session)``, called once per stream after ``start``.
+        host, port: where to listen (port 0 picks a free port); None: no socket.
+        path: only accept streams on this path (and below it, for a token segment).
+        token: a secret the stream must present: ``?token=``, the last path segment,
+            or ``Authorization: Bearer`` (SignalWire's ``authBearerToken``); or a
+            signed per-call token made with :meth:`url_for` /
+            :func:`~vobiz_async.tokens.sign_stream_url`. Without it, 401 (missing) or
+            403 (wrong) before any frame is read.
+        limits, pacing: see :class:`Limits` and :class:`Pacing`.
+        l16_byte_order: inbound L16 order: ``"little"`` (default), ``"big"`` or ``"auto"``.
+        outbound_byte_order: L16 order of audio we send (default ``"little"``).
+        outbound_format: format of Vobiz ``playAudio`` (default: the stream's inbound
+            format); compat streams always play back in their own format.
+        provider: ``"auto"`` (default: the first frame tells), ``"vobiz"``,
+            ``"signalwire"`` or ``"twilio"``.
+        allow_from: accept connections only from these networks (CIDR strings), e.g.
+            ``VOBIZ_MEDIA_NETWORKS`` plus your own test hosts; others are dropped at
+            once (the built-in listener; adapters pass the peer to :meth:`admit`).
+            With neither ``token`` nor ``allow_from`` the server accepts anyone and
+            logs a warning saying so at start-up.
+        record: attach a recorder (``session.recorder``) and a trace to every session
+            at ``start``, before any audio is delivered, so the recording has every frame.
+        twilio_auth_token: verify Twilio's ``X-Twilio-Signature`` on the upgrade
+            (HMAC-SHA1 of the ``wss://`` URL, compat spec 7.6) with this Auth Token.
+        public_url: the public ``wss://host[:port]`` the provider dials (behind a TLS
+            proxy), used to check upgrade signatures and by :meth:`url_for`.
+        cluster: a :class:`~vobiz_async.cluster.Cluster` to register every session in,
+            so any process can find and control it (``vobiz-async[cluster]``).
+
+    Raises:
+        ValidationError: an empty token, a bad network in ``allow_from``, a bad provider.
     """
 
     def __init__(
         self,
         handler: Handler,
-        host: str,
-        port: int,
+        host: str | None = None,
+        port: int | None = None,
         *,
         path: str | None = None,
         token: str | None = None,
@@ -451,11 +393,17 @@ class MediaServer:
         l16_byte_order: InboundByteOrder = "little",
         outbound_byte_order: ByteOrder = "little",
         outbound_format: AudioFormat | None = None,
+        provider: Provider = "auto",
         allow_from: Sequence[str] | None = None,
+        record: bool = False,
+        twilio_auth_token: str | None = None,
+        public_url: str | None = None,
         cluster: Cluster | None = None,
     ) -> None:
         if token is not None and not token:
             raise ValidationError("token", "must not be empty")
+        if provider not in ("auto", "vobiz", "signalwire", "twilio"):
+            raise ValidationError("provider", "must be auto, vobiz, signalwire or twilio")
         try:
             self.allow_from = (
                 tuple(ipaddress.ip_network(net, strict=False) for net in allow_from)
@@ -466,7 +414,7 @@ class MediaServer:
             raise ValidationError("allow_from", str(exc)) from None
         self.handler = handler
         self.host = host
-        self.port = port
+        self.port = port if port is not None else 0
         self.path = "/" + path.strip("/") if path and path.strip("/") else "/"
         self.token = token
         self.limits = limits or Limits()
@@ -474,39 +422,65 @@ class MediaServer:
         self.l16_byte_order: InboundByteOrder = l16_byte_order
         self.outbound_byte_order: ByteOrder = outbound_byte_order
         self.outbound_format = outbound_format
+        self.provider: Provider = provider
+        self.record = record
+        self.twilio_auth_token = twilio_auth_token
+        self.public_url = public_url.rstrip("/") if public_url else None
+        self.cluster = cluster
         self.stats = ServerStats()
         self.loop = asyncio.get_running_loop()
         self._pacer = Pacer(self.loop)
-        self._server: asyncio.Server | None = None
-        self._connections: set[_Connection] = set()
+        self._listener: _Listener | None = None
+        self._links: set[StreamLink] = set()
+        self._session_count = 0
         self._by_stream: dict[str, StreamSession] = {}
         self._by_call: dict[str, StreamSession] = {}
         self._stream_waiters: dict[str, list[asyncio.Future[StreamSession]]] = {}
         self._call_waiters: dict[str, list[asyncio.Future[StreamSession]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._recent: dict[str, tuple[float, StreamSession]] = {}
-        self._all_closed = asyncio.Event()
+        self._opened = False
         self._closing = False
-        self.cluster = cluster
+
+    # ------------------------------------------------------------------ lifecycle
+    async def open(self) -> MediaServer:
+        """Get ready to carry streams (join the cluster, if any), without listening."""
+        if not self._opened:
+            self._opened = True
+            if self.cluster is not None:  # first: a Redis failure leaves nothing bound
+                await self.cluster._attach(self)
+            if self.token is None and self.allow_from is None and self.twilio_auth_token is None:
+                log.warning(
+                    "media server has no token and no allow_from: anyone who can reach it "
+                    "can open a stream, send audio to your agent and hear what it says; "
+                    "use token=... with server.url_for(call_uuid), or allow_from"
+                )
+        return self
 
     async def start(self) -> MediaServer:
-        """Bind and start accepting connections."""
-        if self.cluster is not None:  # first: a Redis failure leaves nothing bound
-            await self.cluster._attach(self)
-        self._server = await self.loop.create_server(
-            lambda: _Connection(self), self.host, self.port, reuse_address=True
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-        log.info("listening on %s", self.url)
+        """Open, then bind ``host``/``port`` and start accepting connections.
+
+        Raises:
+            OSError: the address cannot be bound.
+            ValidationError: the server was made without a host.
+        """
+        if self.host is None:
+            raise ValidationError("host", "this MediaServer has no socket: mount an adapter")
+        await self.open()
+        if self._listener is None:
+            listener = _Listener(self)
+            self.port = await listener.start(self.host, self.port)
+            self._listener = listener
+            log.info("listening on %s", self.url)
         return self
 
     def __await__(self) -> Generator[Any, None, MediaServer]:
         return self.start().__await__()
 
     async def __aenter__(self) -> MediaServer:
-        if self._server is None:
-            await self.start()
-        return self
+        if self.host is None:
+            return await self.open()
+        return await self.start()
 
     async def __aexit__(
         self,
@@ -518,15 +492,100 @@ class MediaServer:
 
     @property
     def url(self) -> str:
-        """``ws://HOST:PORT/PATH``."""
+        """``ws://HOST:PORT/PATH`` (or ``public_url`` + path when configured)."""
+        if self.public_url is not None:
+            return self.public_url + self.path
         return f"ws://{self.host}:{self.port}{self.path}"
+
+    def url_for(
+        self, call_uuid: str, *, ttl: float = DEFAULT_STREAM_TOKEN_TTL, base_url: str | None = None
+    ) -> str:
+        """The URL a given call must use to stream to this server.
+
+        With a ``token``, a signed per-call URL (see :func:`~vobiz_async.tokens.sign_stream_url`)
+        that only admits ``call_uuid``; without one, the plain URL. Pass it to
+        ``client.streams.start(call_uuid, server.url_for(call_uuid))`` or put it in
+        ``<Stream>`` XML.
+
+        Args:
+            call_uuid: the call that will stream.
+            ttl: lifetime of the signature in seconds; the default covers the longest
+                call Vobiz streams (``streamTimeout`` 86400 s), since ``maxRetries``
+                reconnects are checked again.
+            base_url: the public ``wss://`` URL when behind a TLS proxy (default
+                :attr:`url`).
+
+        Raises:
+            ValidationError: a call id that cannot be signed (empty, or with a ``.``).
+        """
+        url = base_url or self.url
+        if self.token is None:
+            return url
+        return sign_stream_url(url, self.token, call_uuid, ttl=ttl)
 
     @property
     def sessions(self) -> list[StreamSession]:
         """The sessions currently open."""
         return list(self._by_stream.values())
 
-    def _address_allowed(self, peer: Any) -> bool:
+    # ------------------------------------------------------------------ admission
+    def admit(self, target: str, headers: Mapping[str, str], peer: Any = None) -> Admission:
+        """Check a WebSocket upgrade before accepting it: path, token (or signed URL,
+        or bearer token), Twilio's upgrade signature, source address, session limit.
+
+        Every transport asks this first; a refusal is counted in :attr:`stats`.
+
+        Args:
+            target: the request target (path and query).
+            headers: the upgrade request's headers.
+            peer: the remote address (``(host, port)``), when the transport knows it.
+        """
+        stats = self.stats
+        if peer is not None and not self.address_allowed(peer):
+            stats.rejected_ip += 1
+            return Admission(False, 403, "address not allowed")
+        try:
+            path = urlsplit(target).path
+        except ValueError:  # e.g. "//[x": an invalid IPv6 netloc
+            stats.rejected_path += 1
+            return Admission(False, 400, "bad request target")
+        if not self._path_matches(path):
+            stats.rejected_path += 1
+            return Admission(False, 404, "not found")
+        call_id = None
+        if self.token is not None:
+            token = extract_token(target, self.path) or _bearer(headers)
+            check = verify_stream_token(token, self.token)
+            if not check.ok and token is not None and _bearer(headers) not in (None, token):
+                check = verify_stream_token(_bearer(headers), self.token)
+            if not check.ok:
+                stats.rejected_auth += 1
+                return Admission(False, 401 if check.reason == "missing" else 403, check.reason)
+            call_id = check.call_id
+        if self.twilio_auth_token is not None and not self._twilio_signed(target, headers):
+            stats.rejected_auth += 1
+            return Admission(False, 403, "bad X-Twilio-Signature")
+        if self._session_count >= self.limits.max_sessions:
+            stats.rejected_limit += 1
+            return Admission(False, 503, "too many streams")
+        return Admission(True, call_id=call_id)
+
+    def _twilio_signed(self, target: str, headers: Mapping[str, str]) -> bool:
+        """Twilio signs the ``wss://`` URL it dialled (compat spec 7.6)."""
+        from .signalwire import validate_request
+
+        signature = headers.get("X-Twilio-Signature") or headers.get("x-twilio-signature")
+        if not signature or self.twilio_auth_token is None:
+            return False
+        if self.public_url is not None:
+            base = self.public_url
+        else:
+            host = headers.get("Host") or headers.get("host") or f"{self.host}:{self.port}"
+            base = f"wss://{host}"
+        return validate_request(base + target, {}, signature, self.twilio_auth_token)
+
+    def address_allowed(self, peer: Any) -> bool:
+        """Whether ``peer`` (``(host, port)``) may connect under ``allow_from``."""
         if self.allow_from is None:
             return True
         try:
@@ -544,6 +603,7 @@ class MediaServer:
     # ------------------------------------------------------------------ binding
     def _register(self, session: StreamSession) -> None:
         self.stats.sessions += 1
+        self._session_count += 1
         self._by_stream[session.stream_id] = session
         self._by_call[session.call_id] = session
         for future in self._stream_waiters.pop(session.stream_id, []):
@@ -555,18 +615,8 @@ class MediaServer:
         if self.cluster is not None:
             self.cluster._session_started(session)
 
-    def _rebind(self, session: StreamSession, old_stream_id: str) -> None:
-        """A second ``start`` on one socket gave the session a new stream id: index it
-        under the new one (and tell the cluster, if any)."""
-        if self._by_stream.get(old_stream_id) is session:
-            del self._by_stream[old_stream_id]
-        self._register(session)
-        self.stats.sessions -= 1
-
-    def _count_dropped_frame(self) -> None:
-        self.stats.dropped_frames += 1
-
     def _forget(self, session: StreamSession) -> None:
+        self._session_count -= 1
         if self._by_stream.get(session.stream_id) is session:
             del self._by_stream[session.stream_id]
         if self._by_call.get(session.call_id) is session:
@@ -583,6 +633,14 @@ class MediaServer:
                 break
             del self._recent[oldest]
 
+    def _count_dropped_frame(self) -> None:
+        self.stats.dropped_frames += 1
+
+    def _count_dropped_event(self, unknown: bool) -> None:
+        self.stats.dropped_events += 1
+        if unknown:
+            self.stats.dropped_unknown_events += 1
+
     def get_session(self, stream_id: str) -> StreamSession | None:
         """The session of a stream: open, or closed within the last two minutes."""
         session = self._by_stream.get(stream_id)
@@ -596,16 +654,34 @@ class MediaServer:
     ) -> StreamSession:
         """The session of ``stream_id`` (e.g. from a REST start), waiting for ``start``.
 
-        Works whether Vobiz's ``start`` arrived before or after the REST response.
+        Works whether Vobiz's ``start`` arrived before or after the REST response. A
+        stream that has already ended (within the last ``RECENT_SECONDS``) is answered
+        at once with its closed session (``session.closed`` is true, its stats kept):
+        a stream id never comes back, reconnects get a new one (spec 3.1).
 
         Raises:
-            TimeoutError: no such stream connected within ``timeout``.
+            SessionTimeoutError: no such stream connected within ``timeout`` (also a
+                ``TimeoutError``; carries ``stream_id``).
         """
-        return await self._wait(self._by_stream, self._stream_waiters, stream_id, timeout)
+        recent = self._recent.get(stream_id)
+        if recent is not None and stream_id not in self._by_stream:
+            return recent[1]
+        try:
+            return await self._wait(self._by_stream, self._stream_waiters, stream_id, timeout)
+        except TimeoutError:
+            raise SessionTimeoutError(stream_id=stream_id, timeout=timeout) from None
 
     async def wait_for_call(self, call_id: str, *, timeout: float | None = 10.0) -> StreamSession:
-        """The (latest) session of a call, waiting for its ``start``."""
-        return await self._wait(self._by_call, self._call_waiters, call_id, timeout)
+        """The (latest) open session of a call, waiting for its ``start``.
+
+        Raises:
+            SessionTimeoutError: no stream of that call connected within ``timeout``
+                (also a ``TimeoutError``; carries ``call_id``).
+        """
+        try:
+            return await self._wait(self._by_call, self._call_waiters, call_id, timeout)
+        except TimeoutError:
+            raise SessionTimeoutError(call_id=call_id, timeout=timeout) from None
 
     async def _wait(
         self,
@@ -630,26 +706,28 @@ class MediaServer:
                     del waiters[key]
 
     # ------------------------------------------------------------------ handlers
-    async def _run_handler(self, session: StreamSession, conn: _Connection) -> None:
+    async def _run_handler(self, session: StreamSession, link: StreamLink) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
         try:
             await self.handler(session)
         except asyncio.CancelledError:
-            conn.close(1001, "server shutting down")
+            link.close(1001, "server shutting down")
             raise
         except Exception:
             self.stats.handler_errors += 1
             log.exception(
                 "handler failed for stream %s (call %s)", session.stream_id, session.call_id
             )
-            conn.close(1011, "handler error")
+            link.close(1011, "handler error")
         else:
             if not session.closed:
-                conn.close(1000, "handler finished")
+                link.close(1000, "handler finished")
         finally:
             self._tasks.discard(task)
+            if session.closed:
+                session.release()
 
     # ----------------------------------------------------------------- shutdown
     async def close(self, grace: float = 5.0) -> None:
@@ -658,80 +736,67 @@ class MediaServer:
         if self._closing:
             return
         self._closing = True
-        if self._server is not None:
-            self._server.close()
+        listener = self._listener
+        if listener is not None:
+            await listener.stop_accepting()
         sessions = self.sessions
         if sessions and grace > 0:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(grace):
                     await asyncio.gather(*(s.wait_closed() for s in sessions))
-        for conn in list(self._connections):
-            conn.close(1001, "server shutting down")
+        for link in list(self._links):
+            link.close(1001, "server shutting down")
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._connections:
-            self._all_closed.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.limits.close_timeout + 0.5):
-                    await self._all_closed.wait()
-        for conn in list(self._connections):
-            conn._close_transport()
-        if self._server is not None:
-            await self._server.wait_closed()
+        if listener is not None:
+            await listener.close(self.limits.close_timeout + 0.5)
         for waiters in (*self._stream_waiters.values(), *self._call_waiters.values()):
             for future in waiters:
                 if not future.done():
                     future.cancel()
         self._pacer.close()
+        if self.cluster is not None:
+            await self.cluster._detach(self)
+
+
+class ServerOptions(TypedDict, total=False):
+    """The keyword arguments of :class:`MediaServer`, for :func:`serve` (typed)."""
+
+    path: str | None
+    token: str | None
+    limits: Limits | None
+    pacing: Pacing | None
+    l16_byte_order: InboundByteOrder
+    outbound_byte_order: ByteOrder
+    outbound_format: AudioFormat | None
+    provider: Provider
+    allow_from: Sequence[str] | None
+    record: bool
+    twilio_auth_token: str | None
+    public_url: str | None
+    cluster: Cluster | None
 
 
 def serve(
     handler: Handler,
     host: str = "127.0.0.1",
     port: int = 8765,
-    *,
-    path: str | None = None,
-    token: str | None = None,
-    limits: Limits | None = None,
-    pacing: Pacing | None = None,
-    l16_byte_order: InboundByteOrder = "little",
-    outbound_byte_order: ByteOrder = "little",
-    outbound_format: AudioFormat | None = None,
-    allow_from: Sequence[str] | None = None,
-    cluster: Cluster | None = None,
+    **options: Unpack[ServerOptions],
 ) -> MediaServer:
-    """Create the media server; ``async with serve(...) as server`` (or ``await serve(...)``).
+    """Create a listening media server: ``async with serve(handler, host, port) as server``
+    (or ``await serve(...)``).
 
     Args:
         handler: ``async def handler(session)``, called once per stream after ``start``.
         host, port: where to listen; port 0 picks a free port (see ``server.port``).
-        path: only accept connections on this path (and below it, for a token segment).
-        token: a secret the URL must carry (``?token=`` or the last path segment), or a
-            signed per-call token made with :func:`~vobiz_async.tokens.sign_stream_url`.
-            Without it, 401 (missing) or 403 (wrong) before any frame is read.
-        limits, pacing: see :class:`Limits` and :class:`Pacing`.
-        l16_byte_order: inbound L16 order: ``"little"`` (default), ``"big"`` or ``"auto"``.
-        outbound_byte_order: L16 order of audio we send (default ``"little"``).
-        outbound_format: format of ``playAudio`` (default: the stream's inbound format).
-        allow_from: accept connections only from these networks (CIDR strings), e.g.
-            ``VOBIZ_MEDIA_NETWORKS`` plus your own test hosts; others are dropped at
-            once. Behind a TLS proxy the peer is the proxy: filter there instead.
-        cluster: a :class:`~vobiz_async.cluster.Cluster` to register every session in,
-            so any process can find and control it (``vobiz-async[cluster]``).
+        options: every keyword argument of :class:`MediaServer` (``path``, ``token``,
+            ``limits``, ``pacing``, ``l16_byte_order``, ``outbound_byte_order``,
+            ``outbound_format``, ``provider``, ``allow_from``, ``record``,
+            ``twilio_auth_token``, ``public_url``, ``cluster``), documented there.
+
+    Raises:
+        ValidationError, TypeError: as :class:`MediaServer` does for bad options.
     """
-    return MediaServer(
-        handler,
-        host,
-        port,
-        path=path,
-        token=token,
-        limits=limits,
-        pacing=pacing,
-        l16_byte_order=l16_byte_order,
-        outbound_byte_order=outbound_byte_order,
-        outbound_format=outbound_format,
-        allow_from=allow_from,
-        cluster=cluster,
-    )
+    return MediaServer(handler, host, port, **options)

@@ -42,6 +42,7 @@ from .events import (
     StatusCallbackReceived,
     StreamStarted,
     StreamStopped,
+    UnknownEvent,
 )
 from .protocol import ClearSummary, StreamProtocol
 from .recording import CallRecorder
@@ -80,6 +81,8 @@ class SessionStats:
             paced out are not counted as out yet.
         malformed_reasons: refused frames by reason (``invalid-json``, ``bad-base64``...).
         unknown_events: well-formed frames with an ``event`` we do not know.
+        media_in: audio frames decoded (after the per-frame bound,
+            ``Limits.max_audio_frame_bytes``).
         dropped_frames: inbound audio frames dropped because the application fell behind.
         dropped_events: non-audio events dropped for the same reason.
         dropped_outbound_frames: our frames discarded unsent by a clear or a close.
@@ -97,6 +100,7 @@ class SessionStats:
     sequence_gaps: int = 0
     malformed_reasons: dict[str, int] = field(default_factory=dict)
     unknown_events: int = 0
+    media_in: int = 0
     dropped_frames: int = 0
     dropped_events: int = 0
     dropped_outbound_frames: int = 0
@@ -186,6 +190,7 @@ class StreamSession:
         request_path: str = "",
         request_headers: Mapping[str, str] | None = None,
         on_dropped_frame: Callable[[], None] | None = None,
+        on_dropped_event: Callable[[bool], None] | None = None,
     ) -> None:
         self._transport = transport
         self._proto = protocol
@@ -194,12 +199,16 @@ class StreamSession:
         self._pacing = pacing
         self._loop = asyncio.get_running_loop()
         self._on_dropped_frame = on_dropped_frame
+        self._on_dropped_event = on_dropped_event
+        self._started_at = self._loop.time()
         self.started = started
         self.request_path = request_path
         self.request_headers: Mapping[str, str] = request_headers or {}
         self._queue: deque[InboundEvent] = deque()
         self._queued_audio_ms = 0.0
         self._queued_other = 0
+        self._other_sizes: deque[int] = deque()  # wire bytes of queued non-audio, in order
+        self._queued_other_bytes = 0
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
         self._closed_event = asyncio.Event()
@@ -268,6 +277,7 @@ class StreamSession:
             sequence_gaps=proto.sequence_gaps,
             malformed_reasons=dict(proto.malformed_reasons),
             unknown_events=proto.unknown_events,
+            media_in=proto.media_in,
             dropped_frames=self._dropped_frames,
             dropped_events=self._dropped_events,
             dropped_outbound_frames=proto.dropped_outbound,
@@ -288,18 +298,36 @@ class StreamSession:
         self._deliver(event)
 
     def record(self, sample_rate: int | None = None) -> CallRecorder:
-        """Start recording both sides (caller left, agent as heard right); returns the
-        recorder, whose ``write(path)`` saves a stereo WAV at any time.
+        """Start recording both sides (caller left, agent as heard right).
+
+        The recording starts at ``start``: caller audio still queued (not yet read by
+        the application) is taken in, so audio that arrived with ``start`` is kept. To
+        record every frame regardless, create the server with ``record=True``. Its size
+        is bounded by ``Limits.max_recording_bytes`` (the rest is counted in the
+        recorder's ``truncated_ms``). The session drops its references to both once the
+        stream has closed and the handler has returned: keep the returned recorder (and
+        :attr:`trace`) to write them after the call.
 
         Also starts :attr:`trace`, a :class:`~vobiz_async.trace.CallTrace` of the call
         on the recording's time axis (utterances, checkpoints, clears, DTMF, the close,
         per-second frame counts): ``trace.write(wav_path)`` saves it next to the WAV
         as ``.jsonl`` for ``vobiz-async report``.
+
+        Args:
+            sample_rate: the recording's rate (default: the inbound rate).
+
+        Returns:
+            The recorder; its ``write(path)`` (blocking: use ``asyncio.to_thread``)
+            saves a stereo WAV at any time.
         """
         if self.recorder is None:
-            now = self._loop.time()
+            now = self._started_at
             rate = sample_rate or self.inbound_format.sample_rate
-            self.recorder = CallRecorder(rate, now)
+            recorder = CallRecorder(rate, now, max_bytes=self._limits.max_recording_bytes)
+            for event in self._queue:
+                if type(event) is AudioReceived and event.track == "inbound":
+                    recorder.add_caller(event.pcm, event.sample_rate)
+            self.recorder = recorder
             self.trace = CallTrace(now)
             self.trace.start(
                 now=now,
@@ -312,10 +340,13 @@ class StreamSession:
         return self.recorder
 
     # -------------------------------------------------- the carrying connection's side
-    def events_received(self, events: list[Event]) -> None:
-        """Take the events the protocol parsed from one frame (called on the read path;
-        never blocks). Malformed frames are only counted (in the trace, when recording):
-        the protocol's stats have them."""
+    def events_received(self, events: list[Event], size: int = 0) -> None:
+        """Take the events the protocol parsed from one frame of ``size`` bytes (called
+        on the read path; never blocks). Malformed frames are only counted (in the
+        trace, when recording): the protocol's stats have them. Non-audio events are
+        bounded by count and by wire bytes (``Limits.max_queued_events``,
+        ``max_queued_event_bytes``); an unknown event over
+        ``Limits.max_unknown_event_bytes`` is not kept at all (counted)."""
         trace = self.trace
         for event in events:
             kind = type(event)
@@ -327,6 +358,9 @@ class StreamSession:
             if kind is MalformedFrame:
                 if trace is not None:
                     trace.count("malformed", now=self._loop.time())
+                continue
+            if kind is UnknownEvent and size > self._limits.max_unknown_event_bytes:
+                self._count_dropped_event(unknown=True)
                 continue
             if trace is not None:
                 self._trace_event(trace, event)
@@ -347,7 +381,7 @@ class StreamSession:
             elif kind is StreamStarted:
                 assert isinstance(event, StreamStarted)
                 self.started = event  # a reconnect on this socket: the new stream id
-            self._deliver(event)  # type: ignore[arg-type]
+            self._deliver(event, size)  # type: ignore[arg-type]
 
     def _trace_event(self, trace: CallTrace, event: Event) -> None:
         now = self._loop.time()
@@ -410,8 +444,18 @@ class StreamSession:
             drained.set_result(None)
 
     # --------------------------------------------------------------------- inbound
-    def _deliver(self, event: InboundEvent) -> None:
-        """Queue an event for the application (called on the read path; never blocks)."""
+    def _count_dropped_event(self, *, unknown: bool = False) -> None:
+        self._dropped_events += 1
+        if self._on_dropped_event is not None:
+            self._on_dropped_event(unknown)
+
+    def _deliver(self, event: InboundEvent, size: int = 0) -> None:
+        """Queue an event for the application (called on the read path; never blocks).
+
+        Args:
+            event: what to queue.
+            size: the wire bytes it came from (bounds non-audio events by bytes).
+        """
         if self._observer is not None:
             self._observer(event)
         queue = self._queue
@@ -425,9 +469,14 @@ class StreamSession:
             while self._queued_audio_ms > limit:
                 self._drop_oldest_audio()
         else:
+            limits = self._limits
             queue.append(event)
             self._queued_other += 1
-            if self._queued_other > self._limits.max_queued_events:
+            self._other_sizes.append(size)
+            self._queued_other_bytes += size
+            while self._queued_other > limits.max_queued_events or (
+                self._queued_other_bytes > limits.max_queued_event_bytes
+            ):
                 self._drop_oldest_other()
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -451,8 +500,12 @@ class StreamSession:
             if type(item) is not AudioReceived:
                 del self._queue[index]
                 self._queued_other -= 1
-                self._dropped_events += 1
+                self._queued_other_bytes -= self._other_sizes.popleft()
+                self._count_dropped_event()
                 return
+        self._queued_other = 0
+        self._queued_other_bytes = 0
+        self._other_sizes.clear()
 
     def _take(self) -> InboundEvent | None:
         queue = self._queue
@@ -463,7 +516,20 @@ class StreamSession:
             self._queued_audio_ms -= event.duration_ms
         else:
             self._queued_other -= 1
+            self._queued_other_bytes -= self._other_sizes.popleft()
         return event
+
+    def release(self) -> None:
+        """Drop what a finished session no longer needs: only identity and stats stay
+        (a closed session is kept a while to route late status callbacks). Called by
+        the server once the stream has closed and its handler has returned."""
+        self._queue.clear()
+        self._other_sizes.clear()
+        self._queued_audio_ms = 0.0
+        self._queued_other = 0
+        self._queued_other_bytes = 0
+        self.recorder = None
+        self.trace = None
 
     async def next_event(self) -> InboundEvent:
         """The next event; raises ``StreamClosedError`` once closed and drained."""

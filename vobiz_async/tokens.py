@@ -22,7 +22,23 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .errors import ValidationError
 
-__all__ = ["TokenCheck", "extract_token", "sign_stream_url", "sign_token", "verify_stream_token"]
+__all__ = [
+    "DEFAULT_STREAM_TOKEN_TTL",
+    "TokenCheck",
+    "extract_token",
+    "sign_stream_url",
+    "sign_token",
+    "verify_stream_token",
+]
+
+DEFAULT_STREAM_TOKEN_TTL = 86400.0
+"""Default lifetime of a signed stream URL: one day, Vobiz's longest stream.
+
+A signed URL is checked again on every ``maxRetries`` reconnect (a new socket, spec 3.1
+and 4.1), so it must outlive the call: Vobiz's ``streamTimeout`` defaults to 86400 s
+(spec 3.1). A shorter lifetime refuses a reconnect late in a long call."""
+
+_MAX_EXPIRY_DIGITS = 12  # Unix times fit in 11 digits until the year 5138
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +61,13 @@ def _signature(secret: str, call_id: str, expires: int) -> str:
     return base64.urlsafe_b64encode(mac).decode().rstrip("=")
 
 
-def sign_token(secret: str, call_id: str, *, ttl: float = 3600.0, now: float | None = None) -> str:
+def sign_token(
+    secret: str, call_id: str, *, ttl: float = DEFAULT_STREAM_TOKEN_TTL, now: float | None = None
+) -> str:
     """A per-call token ``<expiry>.<call_id>.<signature>`` valid for ``ttl`` seconds.
+
+    The default ``ttl`` (:data:`DEFAULT_STREAM_TOKEN_TTL`, 86400 s) covers the longest
+    call, because reconnects re-check the token.
 
     Raises:
         ValidationError: an empty secret, or a call id containing a dot.
@@ -60,9 +81,18 @@ def sign_token(secret: str, call_id: str, *, ttl: float = 3600.0, now: float | N
 
 
 def sign_stream_url(
-    url: str, secret: str, call_id: str, *, ttl: float = 3600.0, now: float | None = None
+    url: str,
+    secret: str,
+    call_id: str,
+    *,
+    ttl: float = DEFAULT_STREAM_TOKEN_TTL,
+    now: float | None = None,
 ) -> str:
     """``url`` with a signed per-call ``token`` query parameter added (other params kept).
+
+    ``ttl`` defaults to one day (:data:`DEFAULT_STREAM_TOKEN_TTL`): ``maxRetries``
+    reconnects come on new sockets and are checked again, so the URL must stay valid
+    for the whole call (Vobiz's ``streamTimeout`` defaults to 86400 s, spec 3.1).
 
     Put the result in ``<Stream>`` XML (XML-escaped; the builder does it) or in a REST
     start. The server created with the same ``token`` verifies it.
@@ -79,8 +109,14 @@ def extract_token(path: str, base_path: str = "/") -> str | None:
     Args:
         path: the request target, e.g. ``/media/SECRET?tenant=4``.
         base_path: the server's own path; its segments are never taken as the token.
+
+    Returns:
+        The token, or None when absent or when ``path`` is not a parsable target.
     """
-    parts = urlsplit(path)
+    try:
+        parts = urlsplit(path)
+    except ValueError:  # e.g. "//[x": an invalid IPv6 netloc
+        return None
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         if key == "token":
             return value
@@ -106,7 +142,14 @@ def verify_stream_token(token: str | None, secret: str, *, now: float | None = N
     if len(pieces) != 3:
         return TokenCheck(False, "mismatch")
     expires_text, call_id, signature = pieces
-    if not expires_text.isdigit() or not call_id:
+    # ASCII digits only ("1²" is isdigit() but not int()), and few of them (int() of a
+    # 5000-digit string raises; no real expiry needs more than 11).
+    if (
+        not expires_text.isascii()
+        or not expires_text.isdigit()
+        or len(expires_text) > _MAX_EXPIRY_DIGITS
+        or not call_id
+    ):
         return TokenCheck(False, "malformed")
     expected = _signature(secret, call_id, int(expires_text))
     if not hmac.compare_digest(signature.encode(), expected.encode()):
