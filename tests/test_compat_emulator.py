@@ -460,3 +460,33 @@ async def test_flushed_and_unknown_marks_are_visible_in_session_stats() -> None:
     stats = sessions[0].stats
     assert getattr(stats, "marks_after_clear", None) == 1
     assert getattr(stats, "unknown_marks", None) == 1
+
+
+async def test_upgrade_auth_bearer_token_and_twilio_signature() -> None:
+    """serve(token=) takes SignalWire's bearer token; a Twilio peer's signed upgrade passes
+    serve(twilio_auth_token=) and a wrong Auth Token is refused with 403."""
+    providers: list[str] = []
+
+    async def agent(session: StreamSession) -> None:
+        providers.append(session.provider)
+        await session.stop()
+
+    async with serve(agent, "127.0.0.1", 0, token="tok_5d1a90c7") as server:
+        async with FakeSignalWire() as fake:
+            xml = (
+                ResponseBuilder()
+                .connect_stream(wss(server.url), auth_bearer_token="tok_5d1a90c7")
+                .to_xml()
+            )
+            [bearer] = await fake.call(answer_xml=xml).wait_done(timeout=20)
+        no_token = await CompatMediaPeer(server.url, seconds=1.0).wait_closed()
+    async with serve(agent, "127.0.0.1", 0, twilio_auth_token="tw-secret") as server:
+        url = server.url + "/stream"
+        twilio = CompatMediaPeer(url, twilio=True, auth_token="tw-secret", seconds=5.0)
+        signed = await twilio.wait_closed()
+        forged = await CompatMediaPeer(url, twilio=True, auth_token="guess").wait_closed()
+    assert providers == ["signalwire", "twilio"]
+    assert bearer.stopped and signed.stopped and signed.close_code == 1000
+    assert (no_token.rejected_status, forged.rejected_status) == (401, 403)
+    with pytest.raises(ValidationError):
+        CompatMediaPeer(url, auth_token="tw-secret")  # SignalWire does not sign upgrades

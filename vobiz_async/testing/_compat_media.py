@@ -54,6 +54,7 @@ from ..codec import (
 )
 from ..errors import ValidationError
 from ..events import Checkpoint, ClearAudio, MalformedFrame, PlayAudio, UnknownEvent
+from ..signalwire._signatures import compute_signature
 from ._media import PeerReport
 
 __all__ = ["CODECS", "CompatMediaPeer", "codec_format"]
@@ -113,7 +114,10 @@ class CompatMediaPeer:
             for SignalWire, 34-character ``CA…``/``MZ…``/``AC…`` for Twilio).
         custom_parameters: ``start.customParameters`` (from ``<Parameter>``, 3.3).
         bearer_token: sent as ``Authorization: Bearer <token>`` on the upgrade (4.1).
-        extra_headers: more HTTP headers for the upgrade (e.g. ``X-Twilio-Signature``).
+        extra_headers: more HTTP headers for the upgrade.
+        auth_token: Twilio only: sign the upgrade with ``X-Twilio-Signature``, an
+            HMAC-SHA1 of the ``wss://`` form of ``url`` with this Auth Token (compat 7.6),
+            as Twilio does on every media socket.
         bidirectional: False for a ``<Start><Stream>``/REST stream: the application's
             messages are ignored (and counted in ``report.refused``).
         record: keep what the caller said and heard (:attr:`caller_pcm`,
@@ -128,8 +132,9 @@ class CompatMediaPeer:
             ``inbound`` only (compat 3.2).
 
     Raises:
-        ValidationError: an unknown codec, a non-mu-law codec on Twilio, or a
-            bidirectional stream with a track other than ``inbound``.
+        ValidationError: an unknown codec, a non-mu-law codec on Twilio, a
+            bidirectional stream with a track other than ``inbound``, or an
+            ``auth_token`` without ``twilio``.
     """
 
     def __init__(
@@ -149,6 +154,7 @@ class CompatMediaPeer:
         custom_parameters: Mapping[str, str] | None = None,
         bearer_token: str | None = None,
         extra_headers: Mapping[str, str] | None = None,
+        auth_token: str | None = None,
         bidirectional: bool = True,
         record: bool = True,
         listener: Callable[[str, dict[str, str]], None] | None = None,
@@ -175,6 +181,11 @@ class CompatMediaPeer:
         self.headers = dict(extra_headers or {})
         if bearer_token is not None:
             self.headers["Authorization"] = f"Bearer {bearer_token}"
+        if auth_token is not None:
+            if not twilio:
+                raise ValidationError("auth_token", "signs Twilio upgrades only (twilio=True)")
+            signed = "wss://" + url.split("://", 1)[-1]  # Twilio signs the URL it dialed
+            self.headers["X-Twilio-Signature"] = compute_signature(signed, {}, auth_token)
         self.account_sid = account_sid or (_twilio_sid("AC") if twilio else str(uuid.uuid4()))
         self.report = PeerReport(
             stream_id=stream_sid or (_twilio_sid("MZ") if twilio else str(uuid.uuid4())),
