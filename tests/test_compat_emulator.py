@@ -430,12 +430,6 @@ async def test_garbage_is_counted_and_an_abort_is_not_a_stop() -> None:
     assert report.close_code == 1006
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server side: ProtocolStats.marks_after_clear / unknown_marks are not exposed in"
-    " SessionStats, so an app cannot see flushed-mark echoes or unknown marks (issue 14:"
-    " 'a mark for an unknown name is counted')",
-)
 async def test_flushed_and_unknown_marks_are_visible_in_session_stats() -> None:
     """The echo of a cleared mark and an unknown mark show up in session.stats."""
     sessions: list[StreamSession] = []
@@ -458,8 +452,7 @@ async def test_flushed_and_unknown_marks_are_visible_in_session_stats() -> None:
         await peer.send_raw('{"event":"mark","mark":{"name":"nobody-sent-this"}}')
         await peer.wait_closed()
     stats = sessions[0].stats
-    assert getattr(stats, "marks_after_clear", None) == 1
-    assert getattr(stats, "unknown_marks", None) == 1
+    assert stats.marks_after_clear == 1 and stats.unknown_marks == 1
 
 
 async def test_upgrade_auth_bearer_token_and_twilio_signature() -> None:

@@ -164,6 +164,7 @@ async def _serve(args: argparse.Namespace) -> None:
             summary: dict[str, Any] = {
                 "stream_id": session.stream_id,
                 "call_id": session.call_id,
+                "provider": session.provider,
                 "format": session.inbound_format.content_type,
                 "close_code": session.close_code,
                 "stats": asdict(session.stats),
@@ -195,6 +196,7 @@ async def _serve(args: argparse.Namespace) -> None:
             path=args.path,
             token=args.token,
             l16_byte_order=args.l16_byte_order,
+            provider=args.provider,
             cluster=cluster,
             record=record_dir is not None,
         ) as server,
@@ -213,7 +215,7 @@ def _print_json_line(value: Any) -> None:
 
 
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    srv = sub.add_parser("serve", help="run a media server for Vobiz to dial")
+    srv = sub.add_parser("serve", help="run a media server for Vobiz (or SignalWire, Twilio)")
     srv.add_argument("--host", default="127.0.0.1")
     srv.add_argument("--port", type=int, default=8765, help="0 picks a free port")
     srv.add_argument("--path", default="/")
@@ -226,6 +228,12 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "stream id; the ids are in the WAV's metadata and the summary line)",
     )
     srv.add_argument("--l16-byte-order", choices=["little", "big", "auto"], default="little")
+    srv.add_argument(
+        "--provider",
+        choices=["auto", "vobiz", "signalwire", "twilio"],
+        default="auto",
+        help="the media dialect; auto (default) tells Vobiz from SignalWire/Twilio per stream",
+    )
     srv.add_argument("--grace", type=float, default=5.0, help="shutdown grace in seconds")
     srv.add_argument("--cluster", metavar="REDIS_URL", help="register sessions in this Redis")
     srv.set_defaults(handler=_serve)

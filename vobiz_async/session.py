@@ -82,6 +82,9 @@ class SessionStats:
         unknown_events: well-formed frames with an ``event`` we do not know.
         media_in: audio frames decoded (after the per-frame bound,
             ``Limits.max_audio_frame_bytes``).
+        marks_after_clear, unknown_marks: compat streams: mark echoes of checkpoints a
+            clear had flushed (taken as cleared, compat spec 4.6), and marks for names we
+            never sent (counted, not fatal).
         dropped_frames: inbound audio frames dropped because the application fell behind.
         dropped_events: non-audio events dropped for the same reason.
         dropped_outbound_frames: our frames discarded unsent by a clear or a close.
@@ -100,6 +103,8 @@ class SessionStats:
     malformed_reasons: dict[str, int] = field(default_factory=dict)
     unknown_events: int = 0
     media_in: int = 0
+    marks_after_clear: int = 0
+    unknown_marks: int = 0
     dropped_frames: int = 0
     dropped_events: int = 0
     dropped_outbound_frames: int = 0
@@ -277,6 +282,8 @@ class StreamSession:
             malformed_reasons=dict(proto.malformed_reasons),
             unknown_events=proto.unknown_events,
             media_in=proto.media_in,
+            marks_after_clear=proto.marks_after_clear,
+            unknown_marks=proto.unknown_marks,
             dropped_frames=self._dropped_frames,
             dropped_events=self._dropped_events,
             dropped_outbound_frames=proto.dropped_outbound,
