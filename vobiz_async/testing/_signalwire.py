@@ -83,9 +83,9 @@ from ..signalwire._rules import (
 from ..signalwire._signatures import compute_signature
 from ..signalwire.callbacks import StreamEvent
 from ._audio import speech_like
+from ._calls import CallPeers
 from ._compat_media import CODECS, CompatMediaPeer
 from ._fake import CallbackRecord
-from ._media import PeerReport
 from ._rest import Fault, RecordedRequest
 
 __all__ = [
@@ -105,7 +105,7 @@ _MORE_INFO = "https://signalwire.com/docs/compatibility-api/reference/errors"
 
 
 @dataclass
-class FakeCompatCall:
+class FakeCompatCall(CallPeers[CompatMediaPeer]):
     """A live call on the fake SignalWire: a caller with something to say.
 
     Attributes:
@@ -133,45 +133,6 @@ class FakeCompatCall:
     speed: float = 1.0
     codec: str = "PCMU@8000h"
     hangup_when_done: bool = True
-    peers: list[CompatMediaPeer] = field(default_factory=list)
-    hangup_cause: str | None = None
-    _new_peer: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
-    _tasks: set[asyncio.Task[Any]] = field(default_factory=set, repr=False)
-
-    async def next_peer(self, index: int = 0, *, timeout: float = 10.0) -> CompatMediaPeer:
-        """The ``index``-th media peer of this call, waiting until it is dialed.
-
-        Raises:
-            TimeoutError: not dialed within ``timeout`` seconds.
-        """
-        async with asyncio.timeout(timeout):
-            while len(self.peers) <= index:
-                self._new_peer.clear()
-                await self._new_peer.wait()
-        return self.peers[index]
-
-    async def wait_done(self, *, timeout: float | None = None) -> list[PeerReport]:
-        """Wait until the call's cXML has run and every stream has ended.
-
-        Args:
-            timeout: seconds to wait at most (None: no limit).
-
-        Returns:
-            The reports of every stream dialed for the call, in order.
-
-        Raises:
-            TimeoutError: still running after ``timeout``.
-        """
-        async with asyncio.timeout(timeout):
-            while True:
-                pending = [t for t in self._tasks if not t.done()]
-                open_peers = [p for p in self.peers if not p._closed.is_set()]
-                if not pending and not open_peers:
-                    break
-                await asyncio.gather(
-                    *pending, *(p.wait_closed() for p in open_peers), return_exceptions=True
-                )
-        return [p.report for p in self.peers]
 
 
 @dataclass
