@@ -414,3 +414,38 @@ async def test_lookalike_callbacks_are_all_delivered(http: aiohttp.ClientSession
         assert await post(http, app.url, body, sign_headers(app.url, TOKEN, "2" * 20)) == 200
         await asyncio.sleep(0.05)
     assert [str(cb.event) for cb in app.received] == ["ClearedAudio"] * 4
+
+
+async def test_a_callback_that_overtakes_its_stream_waits_for_the_session() -> None:
+    """StartStream can arrive before the stream's start frame: it is held (bounded) and
+    delivered once the session exists; a stream that never comes is counted unrouted."""
+    from vobiz_async.testing import MediaPeer
+
+    sessions: list[StreamSession] = []
+
+    async def agent(session: StreamSession) -> None:
+        sessions.append(session)
+        await session.wait_closed()
+
+    async with serve(agent, "127.0.0.1", 0) as server:
+        handler = callback_handler(server=server, limits=CallbackLimits(route_wait=0.5))
+        app = web.Application()
+        handler.add_to(app, "/status")
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        url = f"http://127.0.0.1:{port}/status"
+        async with aiohttp.ClientSession() as http:
+            for stream_id in ("late-stream", "never-stream"):
+                form = {"Event": "StartStream", "StreamID": stream_id, "CallUUID": "c"}
+                async with http.post(url, data=form) as resp:
+                    assert resp.status == 200
+            peer = MediaPeer(server.url, stream_id="late-stream", seconds=0.3)
+            await peer.wait_closed()
+            await asyncio.sleep(0.7)
+        await runner.cleanup()
+    [session] = sessions
+    assert [str(cb.event) for cb in session.status_callbacks] == ["StartStream"]
+    assert handler.stats.unrouted == 1
