@@ -231,6 +231,7 @@ class StreamSession:
         self.recorder: CallRecorder | None = None
         self.trace: CallTrace | None = None
         self._observer: Callable[[InboundEvent], None] | None = None
+        self._released = False
 
     def observe(self, callback: Callable[[InboundEvent], None] | None) -> None:
         """Call ``callback`` with every event as it is queued for the application, on the
@@ -263,6 +264,12 @@ class StreamSession:
     def provider(self) -> str:
         """``vobiz``, ``signalwire`` or ``twilio``: whose stream this is."""
         return self.started.provider
+
+    @property
+    def released(self) -> bool:
+        """Whether the server let go of the finished session's queue and recording
+        (closed, and its handler returned)."""
+        return self._released
 
     @property
     def closed(self) -> bool:
@@ -299,9 +306,13 @@ class StreamSession:
 
     def deliver_status_callback(self, event: StatusCallbackReceived) -> None:
         """Make a status callback for this stream visible on the session: kept in
-        :attr:`status_callbacks` and queued as an event (even after the stream closed)."""
+        :attr:`status_callbacks` and, while the handler may still read the session,
+        queued as a :class:`StatusCallbackReceived` event (also after the stream closed:
+        ``DroppedStream`` comes then). Once the session is :attr:`released` only
+        :attr:`status_callbacks` keeps it."""
         self.status_callbacks.append(event.callback)
-        self._deliver(event)
+        if not self._released:
+            self._deliver(event)
 
     def record(self, sample_rate: int | None = None) -> CallRecorder:
         """Start recording both sides (caller left, agent as heard right).
@@ -529,6 +540,7 @@ class StreamSession:
         """Drop what a finished session no longer needs: only identity and stats stay
         (a closed session is kept a while to route late status callbacks). Called by
         the server once the stream has closed and its handler has returned."""
+        self._released = True
         self._queue.clear()
         self._other_sizes.clear()
         self._queued_audio_ms = 0.0
