@@ -855,6 +855,9 @@ class MediaServer:
             peer: the remote address (``(host, port)``), when the transport knows it.
         """
         stats = self.stats
+        if self._closing:  # adapters' routes outlive close(): no new streams after it
+            stats.rejected_limit += 1
+            return Admission(False, 503, "shutting down")
         if peer is not None and not self._address_allowed(peer):
             stats.rejected_ip += 1
             return Admission(False, 403, "address not allowed")
