@@ -325,3 +325,16 @@ async def test_audio_reaches_the_handler_intact(launch: Launch) -> None:
         await peer.wait_closed()
         await asyncio.sleep(0.05)
     assert len(frames) == 30 and b"".join(f.pcm for f in frames)
+
+
+async def test_source_address_allowlist(launch: Launch) -> None:
+    """A peer outside allow_from never gets a stream (dropped at accept, or 403)."""
+
+    async def handler(session: StreamSession) -> None:
+        await session.stop()
+
+    async with launch(handler, allow_from=["10.0.0.0/8"]) as running:
+        report = await MediaPeer(running.url, seconds=0.2).wait_closed()
+        stats = running.server.stats
+    assert report.frames_sent == 0 and stats.sessions == 0 and stats.rejected_ip == 1
+    assert report.rejected_status == 403 or report.connect_error is not None
