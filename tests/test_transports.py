@@ -16,6 +16,7 @@ from aiohttp import web
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 
+from vobiz_async.adapters._transport import QueuedTransport
 from vobiz_async.adapters.aiohttp import websocket_handler
 from vobiz_async.adapters.starlette import websocket_endpoint
 from vobiz_async.events import AudioCleared, AudioReceived, CheckpointOutcome, Event
@@ -338,3 +339,75 @@ async def test_source_address_allowlist(launch: Launch) -> None:
         stats = running.server.stats
     assert report.frames_sent == 0 and stats.sessions == 0 and stats.rejected_ip == 1
     assert report.rejected_status == 403 or report.connect_error is not None
+
+
+class _GatedTransport(QueuedTransport):
+    """The adapters' queued writer over a socket whose sends wait for ``gate``."""
+
+    def __init__(self, server: MediaServer) -> None:
+        super().__init__(server)
+        self.gate = asyncio.Event()
+        self.sent: list[str] = []
+        self.closed_with: tuple[int, str] | None = None
+        self.aborted = asyncio.Event()
+
+    async def _send(self, text: str) -> None:
+        await self.gate.wait()
+        self.sent.append(text)
+
+    async def _close(self, code: int, reason: str) -> None:
+        self.closed_with = (code, reason)
+
+    def _abort(self) -> None:
+        self.aborted.set()
+
+
+async def _idle(session: StreamSession) -> None:
+    await session.wait_closed()
+
+
+async def test_adapter_writer_backpressure_order_and_close() -> None:
+    """Queued frames over write_buffer_bytes pause writing until drained, go out in
+    order, and a close is sent after them."""
+    async with MediaServer(_idle, limits=Limits(write_buffer_bytes=100)) as server:
+        transport = _GatedTransport(server)
+        transport.send_text("a" * 60)
+        assert not transport.write_paused
+        transport.send_text("b" * 60)
+        assert transport.write_paused
+        transport.close(1000, "done")
+        transport.send_text("c")  # after close: ignored
+        transport.gate.set()
+        for _ in range(100):  # bounded: the writer task drains in a few loop turns
+            if transport.closed_with is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert transport.sent == ["a" * 60, "b" * 60] and not transport.write_paused
+        assert transport.closed_with == (1000, "done") and transport.close_code_sent == 1000
+        transport.finished(None)
+        await transport.wait_writer()
+        assert server.stats.active_connections == 0 and server.stats.connections == 1
+
+
+async def test_adapter_writer_drops_a_stalled_peer() -> None:
+    """A peer that stops reading past write_stall_timeout is dropped and counted."""
+    limits = Limits(write_buffer_bytes=10, write_stall_timeout=0.05, close_timeout=0.05)
+    async with MediaServer(_idle, limits=limits) as server:
+        transport = _GatedTransport(server)
+        transport.send_text("x" * 20)
+        await asyncio.wait_for(transport.aborted.wait(), 5)
+        assert server.stats.write_stalls == 1 and transport.sent == []
+        transport.finished(None)
+        await transport.wait_writer()
+
+
+async def test_adapter_close_aborts_when_the_handshake_stalls() -> None:
+    """A close that cannot be sent within close_timeout drops the connection."""
+    async with MediaServer(_idle, limits=Limits(close_timeout=0.05)) as server:
+        transport = _GatedTransport(server)
+        transport.send_text("x")
+        transport.close(1001, "bye")
+        await asyncio.wait_for(transport.aborted.wait(), 5)
+        assert transport.closed_with is None and server.stats.write_stalls == 0
+        transport.finished(None)
+        await transport.wait_writer()
