@@ -19,6 +19,7 @@ from starlette.routing import WebSocketRoute
 from vobiz_async.adapters._transport import QueuedTransport
 from vobiz_async.adapters.aiohttp import websocket_handler
 from vobiz_async.adapters.starlette import websocket_endpoint
+from vobiz_async.errors import ValidationError
 from vobiz_async.events import AudioCleared, AudioReceived, CheckpointOutcome, Event
 from vobiz_async.server import Limits, MediaServer, Pacing, StreamSession, serve
 from vobiz_async.testing._audio import speech_like, tone
@@ -411,3 +412,12 @@ async def test_adapter_close_aborts_when_the_handshake_stalls() -> None:
         assert transport.closed_with is None and server.stats.write_stalls == 0
         transport.finished(None)
         await transport.wait_writer()
+
+
+async def test_a_socketless_server_has_no_url_of_its_own() -> None:
+    """Without a socket or public_url, .url raises; url_for signs the app's own URL."""
+    async with MediaServer(_idle, path="/media", token="k") as server:
+        with pytest.raises(ValidationError):
+            _ = server.url
+        signed = server.url_for("call-1", base_url="wss://agent.example/media")
+    assert signed.startswith("wss://agent.example/media?token=")

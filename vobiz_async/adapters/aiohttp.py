@@ -92,6 +92,8 @@ def websocket_handler(
     async def handler(request: web.Request) -> web.StreamResponse:
         transport_info = request.transport
         peer = transport_info.get_extra_info("peername") if transport_info is not None else None
+        if peer is None:  # unknown: ("", 0) fails an allow_from check rather than skipping it
+            peer = ("", 0)
         admission = server.admit(request.raw_path, request.headers, peer)
         if not admission.ok:
             return web.Response(status=admission.status, text=f"{admission.reason}\n")

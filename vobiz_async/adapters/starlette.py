@@ -100,7 +100,8 @@ async def handle(websocket: WebSocket, server: MediaServer) -> None:
     """
     headers: Mapping[str, str] = websocket.headers
     client = websocket.client
-    peer = (client.host, client.port) if client is not None else None
+    # Unknown peer: ("", 0) fails an allow_from check rather than skipping it.
+    peer = (client.host, client.port) if client is not None else ("", 0)
     target = _target(websocket)
     admission = server.admit(target, headers, peer)
     if not admission.ok:
