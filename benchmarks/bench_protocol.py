@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import itertools
 import json
 import math
@@ -19,6 +20,7 @@ from typing import Any
 
 from _common import calibration_ns, median_ns, print_table, write_json
 
+from vobiz_async._wire import VOBIZ
 from vobiz_async._wire import vobiz as wire_module
 from vobiz_async.codec import AudioEncoding, AudioFormat, pcm16_to_ulaw
 from vobiz_async.protocol import StreamProtocol
@@ -68,19 +70,21 @@ def media(payload: bytes) -> str:
 
 @contextlib.contextmanager
 def stdlib_json() -> Iterator[None]:
-    """The same protocol with the dialect's msgspec paths swapped for stdlib json."""
-    saved = wire_module._loads, wire_module.decode_media
+    """The dialect's generic decoder swapped for stdlib json (see inbound_case)."""
+    saved = wire_module._loads
     wire_module._loads = json.loads
-    setattr(wire_module, "decode_media", lambda frame: None)  # noqa: B010
     try:
         yield
     finally:
-        wire_module._loads = saved[0]
-        setattr(wire_module, "decode_media", saved[1])  # noqa: B010
+        wire_module._loads = saved
 
 
-def inbound_case(encoding: str, rate: int) -> tuple[Callable[[], object], str]:
-    proto = StreamProtocol()
+def inbound_case(
+    encoding: str, rate: int, *, stdlib: bool = False
+) -> tuple[Callable[[], object], str]:
+    proto = StreamProtocol(provider="vobiz")
+    if stdlib:  # no one-pass typed decoder: every frame takes the generic parser
+        proto._dialect = dataclasses.replace(VOBIZ, decode_media=lambda frame: None)
     proto.receive(start(encoding, rate))
     audio = pcm(rate)
     frame = media(pcm16_to_ulaw(audio) if encoding == "audio/x-mulaw" else audio)
@@ -141,7 +145,7 @@ def main() -> None:
             }
         )
         with stdlib_json():
-            slow, _ = inbound_case(encoding, rate)
+            slow, _ = inbound_case(encoding, rate, stdlib=True)
             rows.append(
                 {
                     "case": label,

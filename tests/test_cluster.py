@@ -245,7 +245,7 @@ async def test_a_worker_without_redis_fails_to_start() -> None:
         server = serve(idle, "127.0.0.1", 0, cluster=cluster)
         with pytest.raises(VobizError, match="cannot reach Redis"):
             await server.start()
-        assert not server._listeners
+        assert server._listener is None
 
 
 # --------------------------------------------------------------- real processes

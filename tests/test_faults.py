@@ -38,7 +38,7 @@ async def test_a_peer_that_stops_reading_cannot_grow_our_memory() -> None:
 
     async def agent(session: StreamSession) -> None:
         sessions.append(session)
-        [conn] = server._connections
+        [conn] = server._listener.connections  # type: ignore[union-attr]
         assert conn.transport is not None
         sock = conn.transport.get_extra_info("socket")
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
@@ -56,7 +56,7 @@ async def test_a_peer_that_stops_reading_cannot_grow_our_memory() -> None:
         await writer.drain()
         await asyncio.sleep(1.0)  # the agent pushes; the peer reads nothing
         [session] = sessions
-        [conn] = server._connections
+        [conn] = server._listener.connections  # type: ignore[union-attr]
         assert conn.write_paused
         assert conn.transport is not None
         assert conn.transport.get_write_buffer_size() < 8 * 1024 + 2048
@@ -125,6 +125,7 @@ async def test_shutdown_with_calls_in_flight_leaves_nothing_behind() -> None:
     await server.close(grace=0.2)
     reports = await asyncio.gather(*(p.wait_closed() for p in peers))
     assert {r.close_code for r in reports} == {1001}
-    assert not server._connections and not server._tasks and not server.sessions
+    assert server._listener is not None and not server._listener.connections
+    assert not server._tasks and not server.sessions
     await asyncio.sleep(0.05)
     assert len(other_tasks()) <= baseline

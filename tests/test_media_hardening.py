@@ -472,7 +472,7 @@ async def test_stop_flood_keeps_one_close_timer() -> None:
         stop = text_frame(json.dumps({"event": "stop", "streamId": "s"}))
         writer.write(text_frame(start()) + stop * 10_000)
         await writer.drain()
-        [conn] = server._connections
+        [conn] = server._listener.connections  # type: ignore[union-attr]
         assert await until(
             lambda: conn.link is not None and conn.link.proto.stats.frames_in == 10_001
         )
@@ -494,7 +494,7 @@ async def test_a_frame_in_16_byte_pieces_is_buffered_in_place() -> None:
         writer.write(text_frame(start()))
         await writer.drain()
         assert await until(lambda: bool(server.sessions))
-        [conn] = server._connections
+        [conn] = server._listener.connections  # type: ignore[union-attr]
         frame = text_frame(json.dumps({"event": "junk", "blob": "z" * 8000}))
         buffers = set()
         for offset in range(0, len(frame), 16):

@@ -33,7 +33,8 @@ from vobiz_async.events import (
     StreamStopped,
     UnknownEvent,
 )
-from vobiz_async.protocol import Role, State, StreamProtocol
+from vobiz_async.protocol import State, StreamProtocol
+from vobiz_async.testing._peer import PeerProtocol
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SID = "4f23e5e8-6fdb-45ad-bfaf-b694111cf476"
@@ -297,12 +298,12 @@ def test_wrong_types_in_every_field_never_raise(value: object, event: str) -> No
         json.dumps({"event": event, "media": {"payload": value, "sampleRate": value}}),
         json.dumps({"event": event, "sequenceNumber": value, "streamId": value}),
     ]
-    for role in (Role.APP, Role.VOBIZ):
-        proto = StreamProtocol(role)
-        if role is Role.APP:
-            proto.receive(start_frame())
-        for frame in frames:
-            assert isinstance(proto.receive(frame), list)
+    app = StreamProtocol()
+    app.receive(start_frame())
+    peer = PeerProtocol()
+    for frame in frames:
+        assert isinstance(app.receive(frame), list)
+        assert isinstance(peer.receive(frame), list)
 
 
 # ---- outbound -------------------------------------------------------------------------------
@@ -454,7 +455,7 @@ def test_outbound_golden_frames_round_trip_byte_for_byte(
 ) -> None:
     """Each outbound fixture parses (Vobiz role) to the command and re-serialises exactly."""
     text = fixture(f"outbound/{name}").strip()
-    vobiz = StreamProtocol(Role.VOBIZ)
+    vobiz = PeerProtocol()
     assert vobiz.receive(text) == [command]
     assert command.to_json() == text
 
@@ -481,7 +482,7 @@ def test_every_inbound_fixture_parses_without_malformed_events() -> None:
 @pytest.mark.parametrize("shape", ["nested", "flat"])
 def test_vobiz_role_frames_are_understood_by_the_app_role(shape: str) -> None:
     """The emulator's side produces frames our side parses back to the same facts."""
-    vobiz = StreamProtocol(Role.VOBIZ)
+    vobiz = PeerProtocol()
     app = StreamProtocol()
     fmt = AudioFormat(AudioEncoding.L16, 16000)
     [start] = app.receive(
@@ -502,7 +503,7 @@ def test_vobiz_role_frames_are_understood_by_the_app_role(shape: str) -> None:
 def test_vobiz_role_parses_app_commands() -> None:
     """Our play/checkpoint/clear/stop frames parse into commands on the Vobiz side."""
     app = started()
-    vobiz = StreamProtocol(Role.VOBIZ)
+    vobiz = PeerProtocol()
     pcm = tone(8000, 20)
     app.play(pcm, 8000)
     app.checkpoint("c")

@@ -1,9 +1,20 @@
-"""vobiz_async: hear and speak on live phone calls through Vobiz Audio Streams, with asyncio."""
+"""vobiz_async: hear and speak on live phone calls (Vobiz, SignalWire, Twilio) with asyncio."""
 
 from __future__ import annotations
 
-from .callbacks import StreamCallbackEvent, StreamStatusCallback, callback_handler, parse_callback
-from .client import RestLimits, RetryPolicy, StreamsAPI, Timeouts, VobizClient
+from .callbacks import (
+    StreamCallbackEvent,
+    StreamStatusCallback,
+    callback_handler,
+    parse_callback,
+)
+from .client import (
+    RestLimits,
+    RetryPolicy,
+    StreamsAPI,
+    Timeouts,
+    VobizClient,
+)
 from .codec import (
     AudioEncoding,
     AudioFormat,
@@ -49,7 +60,9 @@ from .events import (
     CheckpointOutcome,
     CheckpointVoided,
     ClearAudio,
+    Command,
     DtmfReceived,
+    InboundEvent,
     MalformedFrame,
     PlayAudio,
     PlaybackCheckpointReached,
@@ -60,8 +73,19 @@ from .events import (
     Track,
     UnknownEvent,
 )
-from .models import StartedStream, StartStreamRequest, Stream, StreamPage, StreamStatus
-from .protocol import ClearSummary, PlayoutStats, ProtocolStats, Role, State, StreamProtocol
+from .models import (
+    StartedStream,
+    StartStreamRequest,
+    Stream,
+    StreamPage,
+    StreamStatus,
+)
+from .protocol import (
+    ClearSummary,
+    PlayoutStats,
+    ProtocolStats,
+    StreamProtocol,
+)
 from .recording import CallRecorder
 from .server import (
     VOBIZ_MEDIA_NETWORKS,
@@ -69,13 +93,23 @@ from .server import (
     MediaServer,
     Pacing,
     ServerStats,
-    SessionStats,
-    StreamSession,
     serve,
 )
-from .signatures import SignatureMode, validate_v2, validate_v3, verify_request
+from .session import SessionStats, StreamSession
+from .signatures import (
+    SignatureMode,
+    validate_v2,
+    validate_v3,
+    verify_request,
+)
 from .tokens import sign_stream_url, verify_stream_token
-from .xml import ResponseBuilder, StreamElement, response_xml, stream_xml
+from .trace import CallTrace, read_trace
+from .xml import (
+    ResponseBuilder,
+    StreamElement,
+    response_xml,
+    stream_xml,
+)
 
 __version__ = "0.1.0"
 
@@ -89,15 +123,18 @@ __all__ = [
     "AuthenticationError",
     "ByteOrderDetected",
     "CallRecorder",
+    "CallTrace",
     "Checkpoint",
     "CheckpointOutcome",
     "CheckpointVoided",
     "ClearAudio",
     "ClearSummary",
     "CodecError",
+    "Command",
     "DtmfReceived",
     "ForbiddenError",
     "Framer",
+    "InboundEvent",
     "InvalidRequestError",
     "InvalidResponseError",
     "Limits",
@@ -122,7 +159,6 @@ __all__ = [
     "RestError",
     "RestLimits",
     "RetryPolicy",
-    "Role",
     "ServerError",
     "ServerStats",
     "SessionGoneError",
@@ -133,7 +169,6 @@ __all__ = [
     "StartOutcomeUnknownError",
     "StartStreamRequest",
     "StartedStream",
-    "State",
     "StatusCallbackReceived",
     "Stop",
     "Stream",
@@ -158,6 +193,7 @@ __all__ = [
     "callback_handler",
     "parse_callback",
     "pcm16_to_ulaw",
+    "read_trace",
     "read_wav",
     "response_xml",
     "serve",

@@ -166,6 +166,7 @@ def _call_handler(args: argparse.Namespace) -> Callable[[StreamSession], Awaitab
             summary: dict[str, Any] = {
                 "stream_id": session.stream_id,
                 "call_id": session.call_id,
+                "provider": session.provider,
                 "format": session.inbound_format.content_type,
                 "close_code": session.close_code,
                 "stats": asdict(session.stats),
@@ -204,6 +205,7 @@ async def _serve(args: argparse.Namespace) -> None:
             path=args.path,
             token=args.token,
             l16_byte_order=args.l16_byte_order,
+            provider=args.provider,
             cluster=cluster,
             record=bool(args.record),
         ) as server,
@@ -222,7 +224,7 @@ def _print_json_line(value: Any) -> None:
 
 
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    srv = sub.add_parser("serve", help="run a media server for Vobiz to dial")
+    srv = sub.add_parser("serve", help="run a media server for Vobiz (or SignalWire, Twilio)")
     srv.add_argument("--host", default="127.0.0.1")
     srv.add_argument("--port", type=int, default=8765, help="0 picks a free port")
     srv.add_argument("--path", default="/")
@@ -235,6 +237,12 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "stream id; the ids are in the WAV's metadata and the summary line)",
     )
     srv.add_argument("--l16-byte-order", choices=["little", "big", "auto"], default="little")
+    srv.add_argument(
+        "--provider",
+        choices=["auto", "vobiz", "signalwire", "twilio"],
+        default="auto",
+        help="the media dialect; auto (default) tells Vobiz from SignalWire/Twilio per stream",
+    )
     srv.add_argument("--grace", type=float, default=5.0, help="shutdown grace in seconds")
     srv.add_argument("--cluster", metavar="REDIS_URL", help="register sessions in this Redis")
     srv.set_defaults(handler=_serve)
@@ -345,7 +353,7 @@ async def _emulate(args: argparse.Namespace) -> Any:
     if not args.ws_url:
         raise ValidationError("ws_url", "give the WebSocket URL to dial (or --rest-only)")
     from .codec import read_wav, write_wav
-    from .testing import MediaPeer, speech_like
+    from .testing import CompatMediaPeer, MediaPeer, speech_like
 
     if args.audio:
         wav = read_wav(args.audio)
@@ -353,21 +361,38 @@ async def _emulate(args: argparse.Namespace) -> Any:
     else:
         rate = 16000
         audio = speech_like(args.seconds or 10.0, rate)
-    peer = MediaPeer(
-        args.ws_url,
-        audio=audio,
-        audio_rate=rate,
-        content_type=args.content_type,
-        shape=args.shape,
-        l16_byte_order=args.l16_byte_order,
-        seconds=args.seconds,
-        speed=args.speed,
-        strict=not args.lenient,
-    )
+    peer: MediaPeer | CompatMediaPeer
+    if args.provider == "vobiz":
+        if args.codec is not None or args.bearer_token is not None:
+            option = "codec" if args.codec is not None else "bearer_token"
+            raise ValidationError(option, "is for --provider signalwire or twilio")
+        peer = MediaPeer(
+            args.ws_url,
+            audio=audio,
+            audio_rate=rate,
+            content_type=args.content_type,
+            shape=args.shape,
+            l16_byte_order=args.l16_byte_order,
+            seconds=args.seconds,
+            speed=args.speed,
+            strict=not args.lenient,
+        )
+    else:
+        peer = CompatMediaPeer(
+            args.ws_url,
+            audio=audio,
+            audio_rate=rate,
+            codec=args.codec or "PCMU@8000h",
+            twilio=args.provider == "twilio",
+            seconds=args.seconds,
+            speed=args.speed,
+            bearer_token=args.bearer_token,
+            strict=not args.lenient,
+        )
     report = await peer.wait_closed()
     if report.connect_error is not None:
         raise TransportError(f"could not connect to {args.ws_url}: {report.connect_error}")
-    result: dict[str, Any] = asdict(report)
+    result: dict[str, Any] = {"provider": args.provider, **asdict(report)}
     if args.record:
         from .codec import interleave_stereo
 
@@ -397,16 +422,32 @@ async def _emulate_rest(args: argparse.Namespace) -> None:
 async def _demo(args: argparse.Namespace) -> None:
     from ._demo import format_report, run_demo
 
-    report = await run_demo(Path(args.out), speed=args.speed)
+    report = await run_demo(Path(args.out), speed=args.speed, provider=args.provider)
     sys.stdout.write(format_report(report) + "\n")
 
 
 def _add_emulator(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     emu = sub.add_parser(
         "emulate",
-        help="dial WS_URL as Vobiz would, with a caller's audio; or --rest-only",
+        help="dial WS_URL as Vobiz (or SignalWire, Twilio) would, with a caller's audio;"
+        " or --rest-only",
     )
     emu.add_argument("ws_url", nargs="?")
+    emu.add_argument(
+        "--provider",
+        choices=["vobiz", "signalwire", "twilio"],
+        default="vobiz",
+        help="whose media stream to emulate (default vobiz)",
+    )
+    emu.add_argument(
+        "--codec",
+        choices=["PCMU@8000h", "L16@16000h", "L16@24000h"],
+        help="signalwire/twilio: the stream's format (default PCMU@8000h; Twilio: PCMU only)",
+    )
+    emu.add_argument(
+        "--bearer-token",
+        help="signalwire/twilio: sent as 'Authorization: Bearer' on the upgrade",
+    )
     emu.add_argument(
         "--rest-only",
         action="store_true",
@@ -417,10 +458,10 @@ def _add_emulator(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     emu.add_argument(
         "--lenient",
         action="store_true",
-        help="obey commands live Vobiz would refuse (no streamId, string sampleRate...)",
+        help="obey commands the live platform would refuse (no streamId, string sampleRate...)",
     )
     emu.add_argument("--audio", help="16-bit WAV of what the caller says (default: speech-like)")
-    emu.add_argument("--content-type", default="audio/x-mulaw;rate=8000")
+    emu.add_argument("--content-type", default="audio/x-mulaw;rate=8000", help="vobiz only")
     emu.add_argument("--seconds", type=float, help="call length (default: the audio's)")
     emu.add_argument("--shape", choices=["nested", "flat"], default="nested")
     emu.add_argument("--l16-byte-order", choices=["little", "big"], default="little")
@@ -430,6 +471,12 @@ def _add_emulator(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     demo = sub.add_parser("demo", help="an emulated call against an example agent, on loopback")
     demo.add_argument("--out", default="demo-output", help="where call.wav and report.json go")
     demo.add_argument("--speed", type=float, default=1.0, help=argparse.SUPPRESS)
+    demo.add_argument(
+        "--provider",
+        choices=["vobiz", "signalwire"],
+        default="vobiz",
+        help="signalwire: the same agent on an emulated <Connect><Stream> call (L16 16 kHz)",
+    )
     demo.set_defaults(handler=_demo)
 
 

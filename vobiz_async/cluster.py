@@ -73,22 +73,19 @@ from typing import TYPE_CHECKING, Any, Literal
 try:
     import redis.asyncio as aioredis
     from redis.exceptions import RedisError
-    from redis.typing import EncodableT, FieldT
+
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "vobiz_async.cluster needs the redis package: pip install 'vobiz-async[cluster]'"
     ) from exc
 
+from . import _cluster_wire as wire
 from .errors import CodecError, SessionGoneError, StreamClosedError, ValidationError, VobizError
 from .events import (
-    AudioCleared,
     AudioReceived,
     CheckpointOutcome,
     CheckpointVoided,
-    DtmfReceived,
-    Event,
-    PlaybackCheckpointReached,
-    StreamStopped,
+    InboundEvent,
 )
 from .protocol import ClearSummary
 from .server import SessionStats
@@ -99,8 +96,6 @@ if TYPE_CHECKING:
 __all__ = ["Cluster", "ClusterConfig", "ClusterStats", "RemoteSession", "SessionInfo"]
 
 log = logging.getLogger("vobiz_async.cluster")
-_Fields = dict[FieldT, EncodableT]
-_Entry = tuple[str, dict[bytes, bytes]]
 
 # Append a command only while the session is registered: KEYS session, cmd stream;
 # ARGV maxlen, ttl ms, then field/value pairs. Returns 0 when the session is gone.
@@ -212,7 +207,7 @@ class _Op:
 
     kind: Literal["register", "event", "end"]
     stream_id: str
-    payload: _Fields
+    payload: wire.Fields
     session: StreamSession | None = None
 
 
@@ -254,7 +249,7 @@ class Cluster:
         self._send = self.redis.register_script(_SEND)
         self._server: MediaServer | None = None
         self._tracked: dict[StreamSession, str] = {}
-        self._live: dict[str, tuple[StreamSession, _Fields]] = {}
+        self._live: dict[str, tuple[StreamSession, wire.Fields]] = {}
         self._seq: dict[str, itertools.count[int]] = {}
         self._ops: deque[_Op] = deque()
         self._pending_events = 0
@@ -342,7 +337,7 @@ class Cluster:
         if old is not None:
             self._session_ended(session)
         stream_id = session.stream_id
-        info: _Fields = {
+        info: wire.Fields = {
             "stream_id": stream_id,
             "call_id": session.call_id,
             "worker": self.worker_id,
@@ -366,7 +361,7 @@ class Cluster:
         session.observe(None)
         self._queue(_Op("end", stream_id, {"call_id": session.call_id}, session))
 
-    def _on_event(self, session: StreamSession, event: Event) -> None:
+    def _on_event(self, session: StreamSession, event: InboundEvent) -> None:
         """The session's tap, on the read path: encode and queue, never block."""
         if type(event) is AudioReceived and not self.config.forward_audio:
             return
@@ -374,7 +369,7 @@ class Cluster:
         counter = self._seq.get(stream_id) if stream_id is not None else None
         if stream_id is None or counter is None:
             return
-        payload = _encode_event(event)
+        payload = wire.encode_event(event)
         if payload is None:
             return
         payload["seq"] = str(next(counter))
@@ -439,7 +434,7 @@ class Cluster:
             events = self._key("events", op.stream_id)
             if op.kind == "register":
                 key = self._key("session", op.stream_id)
-                call_id = _text(op.payload["call_id"])
+                call_id = wire.text(op.payload["call_id"])
                 pipe.hset(key, mapping=op.payload)
                 pipe.pexpire(key, self._ms)
                 pipe.set(self._key("call", call_id), op.stream_id, px=self._ms)
@@ -449,11 +444,11 @@ class Cluster:
                 pipe.pexpire(events, self._ms)
             else:
                 code = op.session.close_code if op.session is not None else None
-                closed: _Fields = {"type": "closed", "seq": "-1", "data": json.dumps(code)}
+                closed: wire.Fields = {"type": "closed", "seq": "-1", "data": json.dumps(code)}
                 pipe.xadd(events, closed, maxlen=config.max_stream_events, approximate=True)
                 pipe.pexpire(events, int(config.event_retention * 1000))
                 pipe.delete(self._key("session", op.stream_id))
-                call_key = self._key("call", _text(op.payload["call_id"]))
+                call_key = self._key("call", wire.text(op.payload["call_id"]))
                 pipe.eval(_DEL_IF, 1, call_key, op.stream_id)
         await pipe.execute()
 
@@ -470,7 +465,7 @@ class Cluster:
                 log.warning("redis: reading commands: %s", exc)
                 await asyncio.sleep(min(self.config.slice, 1.0))
                 continue
-            for entry_id, data in _entries(reply):
+            for entry_id, data in wire.entries(reply):
                 self._cmd_last = entry_id
                 task = loop.create_task(self._execute(data))
                 self._tasks.add(task)
@@ -540,7 +535,7 @@ class Cluster:
         for key in keys:
             pipe.hgetall(key)
         found = (
-            SessionInfo._from_hash({_raw(k): _raw(v) for k, v in data.items()})
+            SessionInfo._from_hash({wire.raw(k): wire.raw(v) for k, v in data.items()})
             for data in await pipe.execute()
         )
         return [info for info in found if info is not None]
@@ -588,13 +583,13 @@ class Cluster:
 
     async def _by_stream(self, stream_id: str) -> SessionInfo | None:
         data = await self.redis.hgetall(self._key("session", stream_id))
-        return SessionInfo._from_hash({_raw(k): _raw(v) for k, v in data.items()})
+        return SessionInfo._from_hash({wire.raw(k): wire.raw(v) for k, v in data.items()})
 
     async def _by_call(self, call_id: str) -> SessionInfo | None:
         stream_id = await self.redis.get(self._key("call", call_id))
         if stream_id is None:
             return None
-        return await self._by_stream(_text(stream_id))
+        return await self._by_stream(wire.text(stream_id))
 
     async def _wait(
         self,
@@ -625,7 +620,7 @@ class Cluster:
         if not last:
             return RemoteSession(self, info, "0-0", 0)
         seq = int((last[0][1] or {}).get(b"seq", b"-1"))
-        return RemoteSession(self, info, _text(last[0][0]), seq + 1)
+        return RemoteSession(self, info, wire.text(last[0][0]), seq + 1)
 
     async def _command(
         self, info: SessionInfo, op: str, args: dict[str, Any], audio: bytes, limit: float | None
@@ -659,7 +654,7 @@ class Cluster:
                     raise TimeoutError(f"no reply to {op} for stream {info.stream_id}")
             got = await self.redis.blpop([reply_key], timeout=max(wait, 0.01))
             if got is not None:
-                return _reply(info.stream_id, _raw(got[1]))
+                return wire.reply(info.stream_id, wire.raw(got[1]))
             if await self.redis.exists(session_key):
                 continue
             reason = await self._gone_reason(info.stream_id)
@@ -780,10 +775,10 @@ class RemoteSession:
         known = {f.name for f in fields(SessionStats)}
         return SessionStats(**{key: value for key, value in data.items() if key in known})
 
-    def __aiter__(self) -> AsyncIterator[Event]:
+    def __aiter__(self) -> AsyncIterator[InboundEvent]:
         return self.events()
 
-    async def events(self, *, from_start: bool = False) -> AsyncIterator[Event]:
+    async def events(self, *, from_start: bool = False) -> AsyncIterator[InboundEvent]:
         """The session's events from when this object was made (or its first retained
         event with ``from_start``); ends when the stream closes.
 
@@ -801,9 +796,9 @@ class RemoteSession:
         block = max(1, int(cluster.config.slice * 1000))
         last, expected = ("0-0", 0) if from_start else (self._events_from, self._next_seq)
         while True:
-            entries = _entries(await redis.xread({events_key: last}, block=block, count=100))
+            entries = wire.entries(await redis.xread({events_key: last}, block=block, count=100))
             if not entries and not await redis.exists(session_key):
-                entries = _entries(await redis.xread({events_key: last}, count=100))
+                entries = wire.entries(await redis.xread({events_key: last}, count=100))
                 if not entries and await cluster._gone_reason(self.stream_id) == "ended":
                     self._closed = True  # it closed before this reader's starting point
                     return
@@ -819,98 +814,6 @@ class RemoteSession:
                 if seq > expected:
                     self.missed_events += seq - expected
                 expected = seq + 1
-                event = _decode_event(data)
+                event = wire.decode_event(data)
                 if event is not None:
                     yield event
-
-
-# ---------------------------------------------------------------------- encoding
-def _raw(value: EncodableT) -> bytes:
-    """A value from redis-py (bytes here, since responses are not decoded) as bytes."""
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, bytearray | memoryview):
-        return bytes(value)
-    return str(value).encode()
-
-
-def _text(value: EncodableT | None) -> str:
-    """A value from redis-py as text."""
-    return "" if value is None else _raw(value).decode()
-
-
-def _entries(reply: Any) -> list[_Entry]:
-    """XREAD's answer (one stream) as ``[(id, fields)]``."""
-    if not reply:
-        return []
-    items = reply.values() if isinstance(reply, dict) else (pair[1] for pair in reply)
-    out: list[_Entry] = []
-    for entries in items:
-        for entry_id, data in entries:
-            out.append((entry_id.decode() if isinstance(entry_id, bytes) else entry_id, data))
-    return out
-
-
-def _reply(stream_id: str, raw: bytes) -> Any:
-    """A worker's reply, or the typed error it stands for."""
-    reply = json.loads(raw)
-    error = reply.get("error")
-    if error is None:
-        return reply["ok"]
-    if error == "gone":
-        raise SessionGoneError(stream_id, "ended")
-    if error == "invalid":
-        raise ValidationError(reply["field"], reply["reason"])
-    if error == "codec":
-        raise CodecError(reply["message"])
-    raise VobizError(f"cluster command failed on the worker: {reply.get('message')}")
-
-
-def _encode_event(event: Event) -> _Fields | None:
-    """An event as stream fields (``type``, JSON ``data``, raw ``audio``), or None for
-    kinds that are not forwarded."""
-    kind = type(event)
-    data: dict[str, Any]
-    extra: _Fields = {}
-    if kind is DtmfReceived:
-        assert isinstance(event, DtmfReceived)
-        name, data = "dtmf", {"digit": event.digit, "track": event.track, "ts": event.timestamp}
-    elif kind is PlaybackCheckpointReached:
-        assert isinstance(event, PlaybackCheckpointReached)
-        name, data = "checkpoint", {"name": event.name, "matched": event.matched}
-    elif kind is CheckpointVoided:
-        assert isinstance(event, CheckpointVoided)
-        name, data = "voided", {"name": event.name, "outcome": event.outcome.value}
-    elif kind is AudioCleared:
-        name, data = "cleared", {}
-    elif kind is StreamStopped:
-        assert isinstance(event, StreamStopped)
-        name, data = "stopped", {"reason": event.reason}
-    elif kind is AudioReceived:
-        assert isinstance(event, AudioReceived)
-        name = "audio"
-        data = {"rate": event.sample_rate, "track": event.track, "ts": event.timestamp}
-        extra = {"audio": event.pcm}
-    else:
-        return None
-    return {"type": name, "data": json.dumps(data), **extra}
-
-
-def _decode_event(fields_: dict[bytes, bytes]) -> Event | None:
-    """The inverse of :func:`_encode_event` (None for an unknown kind from a newer peer)."""
-    kind = fields_.get(b"type", b"").decode()
-    data = json.loads(fields_.get(b"data", b"{}"))
-    if kind == "dtmf":
-        return DtmfReceived(data["digit"], data["track"], data["ts"])
-    if kind == "checkpoint":
-        return PlaybackCheckpointReached(data["name"], data["matched"])
-    if kind == "voided":
-        return CheckpointVoided(data["name"], CheckpointOutcome(data["outcome"]))
-    if kind == "cleared":
-        return AudioCleared()
-    if kind == "stopped":
-        return StreamStopped(reason=data["reason"])
-    if kind == "audio":
-        pcm = fields_.get(b"audio", b"")
-        return AudioReceived(pcm, data["rate"], data["track"], timestamp=data["ts"])
-    return None

@@ -294,7 +294,13 @@ class StartedStream(BaseModel):
     ) -> StreamSession | RemoteSession:
         """This stream's media session on ``server``, whether Vobiz's ``start`` arrived
         before or after the REST answer (see ``MediaServer.wait_for_session``); with a
-        ``Cluster``, its ``RemoteSession`` on whichever worker Vobiz dialed."""
+        ``Cluster``, its ``RemoteSession`` on whichever worker Vobiz dialed.
+
+        Raises:
+            SessionTimeoutError: the stream did not connect within ``timeout`` (also a
+                ``TimeoutError``; it names the stream). A stream that already ended is
+                answered at once with its closed session.
+        """
         return await server.wait_for_session(self.stream_id, timeout=timeout)
 
     def to_json_dict(self) -> dict[str, Any]:

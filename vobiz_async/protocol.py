@@ -1,45 +1,48 @@
-"""The sans-I/O state machine of one Vobiz media stream.
+"""The sans-I/O state machine of one media stream (our side).
 
 How a stream works
 ==================
 
-Vobiz dials *our* WebSocket server and sends one JSON text frame per message (spec
-section 4). :class:`StreamProtocol` is a plain object that turns those frames into
-events and our intentions into frames. It owns no socket, no task and no clock:
-anything that depends on time takes ``now`` (seconds, any monotonic origin). The
-server, the emulator and the tests drive it with real or fake I/O around it.
+The provider (Vobiz, or SignalWire/Twilio's compat API) dials *our* WebSocket server
+and sends one JSON text frame per message (spec 4, compat spec 4).
+:class:`StreamProtocol` is a plain object that turns those frames into events and our
+intentions into frames. It owns no socket, no task and no clock: anything that depends
+on time takes ``now`` (seconds, any monotonic origin). How a provider writes each
+message is its dialect's business (:mod:`vobiz_async._wire`); this module holds the
+state. The emulator's mirror image, the provider's side, is
+``vobiz_async.testing._peer.PeerProtocol``.
 
-States (the same in both roles)::
+States::
 
     AWAITING_START --start--> STREAMING --stop() / peer closed--> CLOSED
-                                  |  ^
-                                  +--+  a second ``start`` (a reconnect with a new
-                                        stream id) is taken, not rejected
 
-* ``AWAITING_START``: nothing but ``start`` is useful yet. Media that arrives early is
-  reported as a :class:`MalformedFrame` (reason ``before-start``) and counted; our own
-  commands raise :class:`LocalProtocolError` because they need the stream id.
-* ``STREAMING``: ``media`` frames are decoded on a fast path (no pydantic, one JSON
-  parse, C-level base64 and mu-law); ``playAudio`` frames are built from templates.
+* ``AWAITING_START``: nothing but ``start`` is useful yet (a compat ``connected``
+  frame is noted). Media that arrives early is reported as a :class:`MalformedFrame`
+  (reason ``before-start``) and counted; our own commands raise
+  :class:`LocalProtocolError` because they need the stream id. With
+  ``provider="auto"`` the first frame that says so picks the dialect.
+* ``STREAMING``: ``media`` frames are decoded on a fast path (one msgspec pass for
+  JSON and base64, C-level mu-law). What we play is queued here, frame by frame, and
+  handed out by :meth:`StreamProtocol.frames_due` as the pacing clock allows; a frame
+  counts as sent only then, so there is one owner of every count. A second ``start``
+  is taken as a reconnect by default; the server refuses it (``accept_restart=False``):
+  Vobiz reconnects on a new socket.
 * ``CLOSED``: reached when we send ``stop`` or the I/O layer reports the close (the
-  newest docs say Vobiz never sends an inbound ``stop``: the close *is* the end, so
+  newest Vobiz docs say no inbound ``stop`` exists: the close *is* the end, so
   :meth:`StreamProtocol.connection_closed` must be called by whoever owns the socket).
-  Commands raise; pending checkpoints are resolved as ``closed``.
+  Commands raise; pending checkpoints are resolved as ``closed``; queued frames are
+  dropped and counted.
 
 Nothing the peer sends can raise out of :meth:`StreamProtocol.receive` or end the
 stream: invalid JSON, binary frames, missing fields, bad base64, odd-length L16 each
 become a :class:`MalformedFrame` with a reason, and ``stats.malformed`` goes up.
 
-Checkpoints end in exactly one outcome: ``played`` (``playedStream`` with their name),
-``cleared`` (we sent ``clearAudio`` first: Vobiz never acknowledges those, spec 4.3.4),
-or ``closed``. Outcomes the protocol decides on its own (cleared, closed) are queued and
-returned by :meth:`StreamProtocol.take_events` (and at the start of the next
-:meth:`~StreamProtocol.receive` result, if not taken before).
-
-Roles: ``Role.APP`` is our side (receives ``start``/``media``, sends ``playAudio``...).
-``Role.VOBIZ`` is the telephony side, used by the emulator: it parses our commands
-into :class:`PlayAudio`/:class:`Checkpoint`/... and produces ``start``, ``media``,
-``playedStream``, ``clearedAudio``, ``dtmf`` frames.
+Checkpoints end in exactly one outcome: ``played`` (``playedStream`` with their name, or
+the compat ``mark`` echo), ``cleared`` (we sent a clear first: Vobiz never acknowledges
+those, spec 4.3.4; a compat platform echoes the mark anyway, and that echo is taken as
+"flushed", compat spec 4.6), or ``closed``. Outcomes the protocol decides on its own
+(cleared, closed) are queued and returned by :meth:`StreamProtocol.take_events` (and at
+the start of the next :meth:`~StreamProtocol.receive` result, if not taken before).
 
 L16 byte order (spec 4.6): little-endian by default in both directions, configurable
 per direction; inbound may be ``"auto"``, which decodes provisionally as little-endian
@@ -80,10 +83,11 @@ from .events import (
     ByteOrderDetected,
     CheckpointOutcome,
     CheckpointVoided,
-    Event,
+    InboundEvent,
     MalformedFrame,
     PlaybackCheckpointReached,
     StreamStarted,
+    StreamStopped,
     UnknownEvent,
     json_string,
 )
@@ -93,7 +97,6 @@ __all__ = [
     "InboundByteOrder",
     "PlayoutStats",
     "ProtocolStats",
-    "Role",
     "State",
     "StreamProtocol",
 ]
@@ -103,13 +106,6 @@ _DEFAULT_FORMAT = wire.DEFAULT_FORMAT
 _FRAME_S = FRAME_MS / 1000
 _MAX_CLEARED_MARKS = 256
 Provider = Literal["auto", "vobiz", "signalwire", "twilio"]
-
-
-class Role(enum.StrEnum):
-    """Which side of the stream this protocol object plays."""
-
-    APP = "app"
-    VOBIZ = "vobiz"
 
 
 class State(enum.StrEnum):
@@ -133,7 +129,6 @@ class ProtocolStats:
     unknown_events: int = 0
     sequence_gaps: int = 0
     restarts: int = 0
-    missing_stream_id: int = 0
     dropped_outbound: int = 0
     late_outbound: int = 0
     marks_after_clear: int = 0
@@ -142,7 +137,7 @@ class ProtocolStats:
 
 @dataclass(slots=True)
 class PlayoutStats:
-    """What happened to the audio we sent (app role).
+    """What happened to the audio we sent.
 
     Attributes:
         sent_ms: audio handed out as ``playAudio`` frames.
@@ -224,7 +219,6 @@ class StreamProtocol:
     """One media stream's protocol state, with no I/O.
 
     Args:
-        role: ``Role.APP`` (default) for our side, ``Role.VOBIZ`` for the emulator.
         l16_byte_order: how inbound L16 is read: ``"little"`` (default, the newest
             evidence, spec 4.6), ``"big"``, or ``"auto"``.
         outbound_byte_order: how L16 we send is written (default ``"little"``).
@@ -234,7 +228,7 @@ class StreamProtocol:
         auto_detect_ms: audio to look at before deciding the byte order in ``"auto"``.
         lead_ms: audio kept queued at Vobiz ahead of the playout point by
             :meth:`frames_due` (the pacing lead, see ``Pacing.lead_ms``).
-        provider: the wire dialect (app role): ``"vobiz"``, ``"signalwire"`` or
+        provider: the wire dialect: ``"vobiz"``, ``"signalwire"`` or
             ``"twilio"`` (the Twilio-compatible dialect), or ``"auto"`` (default): the
             first frame tells (``connected``, or a ``start`` with ``streamSid``, is
             compat; compat spec 4.3).
@@ -253,7 +247,6 @@ class StreamProtocol:
 
     def __init__(
         self,
-        role: Role = Role.APP,
         *,
         l16_byte_order: InboundByteOrder = "little",
         outbound_byte_order: ByteOrder = "little",
@@ -270,7 +263,6 @@ class StreamProtocol:
             raise ValidationError("outbound_byte_order", "must be 'little' or 'big'")
         if provider not in ("auto", "vobiz", "signalwire", "twilio"):
             raise ValidationError("provider", "must be auto, vobiz, signalwire or twilio")
-        self.role = Role(role)
         self._configured_provider: Provider = provider
         self._dialect: Dialect | None = (
             None if provider == "auto" else VOBIZ if provider == "vobiz" else COMPAT
@@ -296,7 +288,7 @@ class StreamProtocol:
         self._auto_raw = bytearray()
         self._auto_seen_ms = 0.0
         self._last_seq: int | None = None
-        self._outbox: list[Event] = []
+        self._outbox: list[InboundEvent] = []
         self._pending: dict[str, _Pending] = {}
         self._framer: Framer | None = None
         self._resamplers: dict[int, Resampler] = {}
@@ -309,9 +301,6 @@ class StreamProtocol:
         self._playout_end = 0.0
         self._clear_sent_at: float | None = None
         self._stream_id_json = ""
-        # Vobiz role counters
-        self._seq_out = 0
-        self._chunks: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ common plumbing
     @property
@@ -329,12 +318,12 @@ class StreamProtocol:
         """Names of checkpoints sent and not yet resolved, oldest first."""
         return tuple(self._pending)
 
-    def take_events(self) -> list[Event]:
+    def take_events(self) -> list[InboundEvent]:
         """Events the protocol raised on its own (checkpoint outcomes), oldest first."""
         events, self._outbox = self._outbox, []
         return events
 
-    def receive(self, frame: str | bytes, *, now: float | None = None) -> list[Event]:
+    def receive(self, frame: str | bytes, *, now: float | None = None) -> list[InboundEvent]:
         """Parse one WebSocket message into events. Never raises for peer input.
 
         Args:
@@ -349,37 +338,24 @@ class StreamProtocol:
 
     def receive_text(
         self, data: bytes | bytearray | memoryview, *, now: float | None = None
-    ) -> list[Event]:
+    ) -> list[InboundEvent]:
         """Like :meth:`receive` for a text frame still in UTF-8 (no decode/encode round
         trip in the I/O layer; invalid UTF-8 is reported as ``invalid-json``)."""
         return self._receive(bytes(data), False, now)
 
-    def _receive(self, frame: str | bytes, binary: bool, now: float | None) -> list[Event]:
+    def _receive(self, frame: str | bytes, binary: bool, now: float | None) -> list[InboundEvent]:
         self.stats.frames_in += 1
-        events: list[Event] = self.take_events() if self._outbox else []
-        if self.role is Role.APP:
-            dialect = self._dialect or self._detect(frame, binary)
-            if self.inbound_format is not None and not binary:
-                media = dialect.decode_media(frame)  # the hot path: one C pass
-                if media is not None:
-                    self._track_sequence(media.sequenceNumber)
-                    events.extend(self._on_media(media, frame))
-                    return events
-            parsed, seq = dialect.parse_inbound(frame, binary=binary)
-            self._track_sequence(seq)
-            self._apply(parsed, frame, events, now)
-        else:
-            command, seq = wire.parse_command(frame, binary=binary)
-            self._track_sequence(seq)
-            if type(command) is MalformedFrame or type(command) is UnknownEvent:
-                self._apply(command, frame, events, None)
-            else:
-                assert not isinstance(command, (MalformedFrame, UnknownEvent))
-                if not command.stream_id:
-                    # Older docs omitted it; the newest require it (spec 4.4). Counted.
-                    self.stats.missing_stream_id += 1
-                    command = replace(command, stream_id=self.stream_id or "")
-                events.append(command)
+        events: list[InboundEvent] = self.take_events() if self._outbox else []
+        dialect = self._dialect or self._detect(frame, binary)
+        if self.inbound_format is not None and not binary:
+            media = dialect.decode_media(frame)  # the hot path: one C pass
+            if media is not None:
+                self._track_sequence(media.sequenceNumber)
+                events.extend(self._on_media(media, frame))
+                return events
+        parsed, seq = dialect.parse_inbound(frame, binary=binary)
+        self._track_sequence(seq)
+        self._apply(parsed, frame, events, now)
         return events
 
     def _detect(self, frame: str | bytes, binary: bool) -> Dialect:
@@ -409,7 +385,7 @@ class StreamProtocol:
         self,
         parsed: wire.Inbound | compat.Inbound,
         frame: str | bytes,
-        events: list[Event],
+        events: list[InboundEvent],
         now: float | None,
     ) -> None:
         """Fold one parsed inbound message into the stream's state."""
@@ -437,6 +413,9 @@ class StreamProtocol:
             assert isinstance(parsed, compat.Connected)
             self.connected = parsed  # compat: the socket is up, start follows
         else:  # AudioCleared, DtmfReceived, StreamStopped
+            if isinstance(parsed, StreamStopped) and parsed.stream_id is None and self.started:
+                # SignalWire's stop names no stream (compat spec 4.3.6): it is ours.
+                parsed = replace(parsed, stream_id=self.started.stream_id)
             if kind is AudioCleared and self._clear_sent_at is not None and now is not None:
                 self.playout.clear_round_trip_ms.append((now - self._clear_sent_at) * 1000)
                 self._clear_sent_at = None
@@ -450,7 +429,7 @@ class StreamProtocol:
             self.stats.sequence_gaps += seq - last - 1
         self._last_seq = seq
 
-    def connection_closed(self) -> list[Event]:
+    def connection_closed(self) -> list[InboundEvent]:
         """Record that the socket closed; resolves pending checkpoints as ``closed``."""
         self._drop_queued()
         self._mark_names.clear()
@@ -475,9 +454,7 @@ class StreamProtocol:
         self._pending.clear()
         return names
 
-    def _require_streaming(self, role: Role) -> str:
-        if self.role is not role:
-            raise LocalProtocolError(f"only the {role.value} side can do this")
+    def _require_streaming(self) -> str:
         if self.state is State.AWAITING_START or self.started is None:
             raise LocalProtocolError("no 'start' yet: the stream id is not known")
         if self.state is State.CLOSED:
@@ -489,8 +466,8 @@ class StreamProtocol:
         return text
 
     # --------------------------------------------------------------------- app: inbound
-    def _on_start(self, started: StreamStarted, frame: str | bytes) -> list[Event]:
-        events: list[Event] = []
+    def _on_start(self, started: StreamStarted, frame: str | bytes) -> list[InboundEvent]:
+        events: list[InboundEvent] = []
         if self.started is not None and not self._accept_restart:
             reason = (
                 "repeated-start" if started.call_id == self.started.call_id else "foreign-start"
@@ -516,75 +493,52 @@ class StreamProtocol:
         events.append(started)
         return events
 
-    def _on_media(self, media: wire.Media, frame: str | bytes) -> list[Event]:
-        if self.inbound_format is None:
+    def _on_media(self, media: wire.Media, frame: str | bytes) -> list[InboundEvent]:
+        """Decode one frame's audio per ``start.mediaFormat`` (or the frame's own format,
+        in the oldest shape) into an :class:`AudioReceived` (the hot path: one call)."""
+        fmt = self.inbound_format
+        if fmt is None:
             return [self._malformed("before-start", frame, "media before start")]
         body = media.media
-        return self._audio(
-            body.payload,
-            body.contentType,
-            body.sampleRate,
-            body.track,
-            media.sequenceNumber,
-            body.chunk,
-            body.timestamp,
-            media.streamId,
-            frame,
-        )
-
-    def _audio(
-        self,
-        raw: bytes,
-        content_type: str | None,
-        sample_rate: int | str | None,
-        track: str,
-        seq: int | None,
-        chunk: int | None,
-        timestamp: str | int | None,
-        stream_id: str | None,
-        frame: str | bytes,
-    ) -> list[Event]:
-        """Decode one frame's audio per ``start.mediaFormat`` (or the frame's own format)."""
-        fmt = self.inbound_format
-        assert fmt is not None
+        raw = body.payload
         limit = self._max_audio_bytes
         if limit is not None and len(raw) > limit:
             return [self._malformed("oversized-audio", frame, f"{len(raw)} bytes > {limit}")]
-        if content_type is not None or sample_rate is not None:  # oldest shape: per frame
+        if body.contentType is not None or body.sampleRate is not None:  # oldest shape
             try:
                 fmt = AudioFormat.parse(
-                    content_type if content_type is not None else fmt.encoding.value,
-                    sample_rate if sample_rate is not None else fmt.sample_rate,
+                    body.contentType if body.contentType is not None else fmt.encoding.value,
+                    body.sampleRate if body.sampleRate is not None else fmt.sample_rate,
                 )
             except CodecError as exc:
                 return [self._malformed("bad-field", frame, str(exc))]
-        events: list[Event] = []
+        detected: ByteOrderDetected | None = None
         if fmt.encoding is AudioEncoding.MULAW:
             pcm = ulaw_to_pcm16(raw)
         else:
             if len(raw) & 1:
                 return [self._malformed("odd-length", frame, f"{len(raw)} bytes of L16")]
-            if self._in_order == "auto":
+            order = self._in_order
+            if order == "auto":
                 detected = self._detect_order(raw, fmt)
-                if detected is not None:
-                    events.append(detected)
-            pcm = raw if self._in_order != "big" else swap_bytes16(raw)
+                order = self._in_order
+            pcm = raw if order != "big" else swap_bytes16(raw)
         stats = self.stats
         stats.media_in += 1
-        stats.audio_ms_in += len(pcm) * 500 / fmt.sample_rate
-        events.append(
-            AudioReceived(
-                pcm,
-                fmt.sample_rate,
-                track,
-                seq,
-                chunk,
-                timestamp if type(timestamp) is int else wire.as_int(timestamp),
-                stream_id,
-                raw,
-            )
+        rate = fmt.sample_rate
+        stats.audio_ms_in += len(pcm) * 500 / rate
+        timestamp = body.timestamp
+        audio = AudioReceived(
+            pcm,
+            rate,
+            body.track,
+            media.sequenceNumber,
+            body.chunk,
+            timestamp if type(timestamp) is int else wire.as_int(timestamp),
+            media.streamId,
+            raw,
         )
-        return events
+        return [audio] if detected is None else [detected, audio]
 
     def _detect_order(self, raw: bytes, fmt: AudioFormat) -> ByteOrderDetected | None:
         self._auto_raw += raw
@@ -702,10 +656,10 @@ class StreamProtocol:
             How many frames were queued.
 
         Raises:
-            LocalProtocolError: before ``start``, after close, or in the Vobiz role.
+            LocalProtocolError: before ``start`` or after close.
             CodecError: odd byte count or unsupported rate.
         """
-        self._require_streaming(Role.APP)
+        self._require_streaming()
         fmt, framer = self._outbound()
         rate = fmt.sample_rate if sample_rate is None else sample_rate
         if rate not in SUPPORTED_RATES:
@@ -729,7 +683,7 @@ class StreamProtocol:
             LocalProtocolError: not streaming.
             CodecError: an odd byte count for L16.
         """
-        self._require_streaming(Role.APP)
+        self._require_streaming()
         fmt, framer = self._outbound()
         if fmt.encoding is AudioEncoding.L16 and len(payload) & 1:
             raise CodecError(f"L16 needs an even number of bytes, got {len(payload)}")
@@ -738,7 +692,7 @@ class StreamProtocol:
     def flush_audio(self, *, now: float = 0.0) -> int:
         """Queue what ``play`` is holding back: resampler tail and the last partial frame
         padded with silence. Returns how many frames were queued (possibly none)."""
-        self._require_streaming(Role.APP)
+        self._require_streaming()
         fmt, framer = self._outbound()
         frames: list[bytes] = []
         for resampler in self._resamplers.values():
@@ -758,7 +712,7 @@ class StreamProtocol:
             LocalProtocolError: not streaming, or a checkpoint of that name is pending.
             ValidationError: an empty name.
         """
-        stream_id = self._require_streaming(Role.APP)
+        stream_id = self._require_streaming()
         if not isinstance(name, str) or not name:
             raise ValidationError("name", "a checkpoint needs a non-empty name")
         if name in self._pending:
@@ -850,7 +804,7 @@ class StreamProtocol:
         The summary of what was interrupted is stored in :attr:`last_clear`; the voided
         checkpoints come out of :meth:`take_events` as ``CheckpointVoided(cleared)``.
         """
-        stream_id = self._require_streaming(Role.APP)
+        stream_id = self._require_streaming()
         self._drop_queued()
         playout = self.playout
         heard: float | None = None
@@ -883,112 +837,9 @@ class StreamProtocol:
             The frame, or None on compat streams, which have no outbound stop: the
             application closes the socket instead (compat spec 4.7).
         """
-        stream_id = self._require_streaming(Role.APP)
+        stream_id = self._require_streaming()
         self._drop_queued()
         self.state = State.CLOSED
         self._void_pending(CheckpointOutcome.CLOSED)
         make = (self._dialect or VOBIZ).stop_frame
         return self._emit(make(stream_id)) if make is not None else None
-
-    # ------------------------------------------------------------------ Vobiz role: out
-    def send_start(
-        self,
-        *,
-        call_id: str,
-        stream_id: str,
-        media_format: AudioFormat,
-        account_id: str = "731002",
-        tracks: tuple[str, ...] = ("inbound",),
-        shape: Literal["nested", "flat"] = "nested",
-        extra_headers: str = "{}",
-        from_number: str = "+919800000001",
-        to_number: str = "+918000000002",
-    ) -> str:
-        """(Vobiz role) Begin the stream with a ``start`` frame in the given shape."""
-        if self.role is not Role.VOBIZ:
-            raise LocalProtocolError("only the vobiz side sends 'start'")
-        if self.state is State.CLOSED:
-            raise LocalProtocolError("the stream is closed")
-        self.started = StreamStarted(
-            stream_id, call_id, media_format, account_id, tracks, shape=shape
-        )
-        self.inbound_format = media_format
-        self.state = State.STREAMING
-        self._stream_id_json = json_string(stream_id)
-        return self._emit(
-            wire.start_frame(
-                sequence_number=self._next_seq(),
-                call_id=call_id,
-                stream_id=stream_id,
-                media_format=media_format,
-                account_id=account_id,
-                tracks=tracks,
-                shape=shape,
-                extra_headers=extra_headers,
-                from_number=from_number,
-                to_number=to_number,
-            )
-        )
-
-    def _next_seq(self) -> int:
-        seq = self._seq_out
-        self._seq_out += 1
-        return seq
-
-    def send_media(
-        self,
-        pcm: bytes,
-        *,
-        timestamp: int,
-        track: str = "inbound",
-        byte_order: ByteOrder = "little",
-    ) -> str:
-        """(Vobiz role) One ``media`` frame in the newest shape, encoding ``pcm`` per ``start``.
-
-        Args:
-            pcm: PCM16 LE at the inbound format's rate.
-            timestamp: the media clock in epoch milliseconds (sent as a string).
-            track: ``inbound`` or ``outbound``.
-            byte_order: how L16 goes on the wire (to emulate either evidence, spec 4.6).
-        """
-        stream_id = self._require_streaming(Role.VOBIZ)
-        fmt = self.inbound_format or _DEFAULT_FORMAT
-        payload = (
-            pcm16_to_ulaw(pcm)
-            if fmt.encoding is AudioEncoding.MULAW
-            else pcm16_to_l16(pcm, byte_order)
-        )
-        chunk = self._chunks[track]
-        self._chunks[track] += 1
-        return self._emit(
-            wire.media_frame(
-                sequence_number=self._next_seq(),
-                stream_id=stream_id,
-                track=track,
-                timestamp=timestamp,
-                chunk=chunk,
-                payload=payload,
-            )
-        )
-
-    def send_played(self, name: str) -> str:
-        """(Vobiz role) ``playedStream`` for checkpoint ``name`` (newest shape: event + name)."""
-        self._require_streaming(Role.VOBIZ)
-        return self._emit(wire.played_frame(name))
-
-    def send_cleared(self) -> str:
-        """(Vobiz role) ``clearedAudio``."""
-        stream_id = self._require_streaming(Role.VOBIZ)
-        return self._emit(wire.cleared_frame(sequence_number=self._next_seq(), stream_id=stream_id))
-
-    def send_dtmf(self, digit: str, *, timestamp: int) -> str:
-        """(Vobiz role) A ``dtmf`` event in the presumed Plivo-identical body (spec 4.3.6)."""
-        stream_id = self._require_streaming(Role.VOBIZ)
-        return self._emit(
-            wire.dtmf_frame(
-                sequence_number=self._next_seq(),
-                stream_id=stream_id,
-                digit=digit,
-                timestamp=timestamp,
-            )
-        )

@@ -27,23 +27,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import ipaddress
 import logging
-import socket
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypedDict, Unpack, cast
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 from urllib.parse import urlsplit
 
-from websockets.frames import Frame, Opcode
-from websockets.http11 import Request
-from websockets.protocol import State as WsState
-from websockets.server import ServerProtocol
-
 from ._config import Limits, Pacing, default_max_sessions
-from ._wsframes import FrameSplitter, Piece
+from ._listener import _Listener
 from .codec import AudioFormat, ByteOrder
 from .errors import SessionTimeoutError, ValidationError
 from .events import MalformedFrame, StreamStarted
@@ -73,10 +66,6 @@ log = logging.getLogger("vobiz_async.server")
 Handler = Callable[[StreamSession], Awaitable[None]]
 RECENT_SECONDS = 120.0
 RECENT_MAX = 1024
-_RESOURCE_LOG_INTERVAL = 10.0  # at most one "out of file descriptors" log line per interval
-_ACCEPT_RETRY_DELAY = 0.5  # pause accepting this long after the fd limit was hit
-_BACKLOG = 128
-_ACCEPT_RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 VOBIZ_MEDIA_NETWORKS = (
     "3.110.99.6/32",
@@ -264,7 +253,6 @@ class StreamLink:
             self.transport.close(1013, "too many streams")
             return None
         self._cancel("start")
-        server._pending.pop(self.transport, None)  # a stream now, not a pending handshake
         session = StreamSession(
             self.transport,
             self.proto,
@@ -346,249 +334,6 @@ class StreamLink:
             self.transport.close(1001, "idle")
         else:
             self._later("idle", idle - quiet, self._idle_check)
-
-
-class _Connection(asyncio.Protocol):
-    """One TCP connection: websockets' Sans-I/O handshake, our frame splitter, a link.
-
-    It is the :class:`~vobiz_async.session.Transport` of its stream.
-    """
-
-    def __init__(self, server: MediaServer) -> None:
-        self.server = server
-        self.loop = server.loop
-        self.limits = server.limits
-        self.ws = ServerProtocol(max_size=server.limits.max_message_bytes, logger=log)
-        self.splitter = FrameSplitter(server.limits.max_message_bytes)
-        self.transport: asyncio.Transport | None = None
-        self.link: StreamLink | None = None
-        self.write_paused = False
-        self._fragments: list[bytes] = []
-        self._fragment_binary = False
-        self._last_rx = self.loop.time()
-        self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._lost = False
-
-    # ------------------------------------------------------------ asyncio.Protocol
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement the interface without subclassing it.
-        self.transport = tcp = cast(asyncio.Transport, transport)
-        tcp.set_write_buffer_limits(high=self.limits.write_buffer_bytes)
-        server = self.server
-        server._connections.add(self)
-        server.stats.connections += 1
-        server.stats.active_connections += 1
-        if not server._address_allowed(tcp.get_extra_info("peername")):
-            server.stats.rejected_ip += 1
-            self._close_transport()
-            return
-        server._admit_pending(self)
-        self._later("handshake", self.limits.handshake_timeout, self._handshake_deadline)
-
-    def data_received(self, data: bytes) -> None:
-        self._last_rx = self.loop.time()
-        if self.ws.state is WsState.OPEN:
-            for piece, payload in self.splitter.feed(data):
-                if piece is Piece.TEXT:
-                    if self.link is not None:
-                        self.link.text_received(payload)
-                elif piece is Piece.TOO_BIG:
-                    self.ws.fail(1009, f"frame over {self.limits.max_message_bytes} bytes")
-                else:  # RAW or REST: websockets' parser keeps all protocol state
-                    self._feed(payload)
-                if self.ws.state is not WsState.OPEN:
-                    break
-        else:
-            self._feed(data)
-        self._flush()
-
-    def _feed(self, data: bytes) -> None:
-        """Let websockets' own parser take ``data`` (handshake, control frames, fragments)."""
-        ws = self.ws
-        try:
-            ws.receive_data(data)
-        except EOFError:
-            return
-        for event in ws.events_received():
-            if type(event) is Frame:
-                self._on_frame(event)
-            elif isinstance(event, Request):
-                self._on_request(event)
-        if ws.handshake_exc is not None and ws.state is not WsState.OPEN:
-            # A refused upgrade (no Upgrade header, bad key...): send websockets' 400/426
-            # answer, then close, so a plain GET or a load balancer's probe gets a reply.
-            self.server.stats.handshake_failures += 1
-            self._flush()
-            if self.transport is not None and not self.transport.is_closing():
-                self.transport.close()
-            self._later("close", self.limits.close_timeout, self._close_transport)
-
-    def _on_frame(self, frame: Frame) -> None:
-        opcode = frame.opcode
-        link = self.link
-        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-            if not frame.fin:
-                self._fragments = [bytes(frame.data)]
-                self._fragment_binary = opcode is Opcode.BINARY
-                return
-            data = bytes(frame.data)
-            binary = opcode is Opcode.BINARY
-        elif opcode is Opcode.CONT:
-            self._fragments.append(bytes(frame.data))
-            if not frame.fin:
-                return
-            data = b"".join(self._fragments)
-            self._fragments = []
-            binary = self._fragment_binary
-        else:
-            return  # ping/pong/close: websockets answers them
-        if link is not None:
-            if binary:
-                link.binary_received(data)
-            else:
-                link.text_received(data)
-
-    def eof_received(self) -> bool | None:
-        self.ws.receive_eof()
-        self._flush()
-        return None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._lost = True
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
-        server = self.server
-        server._connections.discard(self)
-        server._pending.pop(self, None)
-        if not server._connections:
-            server._all_closed.set()
-        server.stats.active_connections -= 1
-        if self.link is not None:
-            self.link.closed(self.ws.close_code)
-        sent = self.ws.close_sent
-        if sent is not None and sent.code == 1009:  # a message over max_message_bytes
-            server.stats.oversized_messages += 1
-
-    def pause_writing(self) -> None:
-        """The write buffer passed ``write_buffer_bytes``: stop reading (a peer that
-        never reads must not make us queue pongs or replies for ever) and start the
-        ``write_stall_timeout`` clock."""
-        self.write_paused = True
-        transport = self.transport
-        if transport is not None and not transport.is_closing():
-            transport.pause_reading()
-        stall = self.limits.write_stall_timeout
-        if stall is not None:
-            self._later("stall", stall, self._write_stalled, replace=True)
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        self._cancel("stall")
-        transport = self.transport
-        if transport is not None and not transport.is_closing():
-            transport.resume_reading()
-        if self.link is not None:
-            self.link.writable()
-
-    def _write_stalled(self) -> None:
-        if self.write_paused and not self._lost:
-            self.server.stats.write_stalls += 1
-            log.info("dropping a connection whose peer stopped reading")
-            self._close_transport()
-
-    # ---------------------------------------------------------------- handshake
-    def _on_request(self, request: Request) -> None:
-        server = self.server
-        peer = self.transport.get_extra_info("peername") if self.transport else None
-        admission = server.admit(request.path, request.headers, peer)
-        if not admission.ok:
-            body = f"{admission.reason}\n"
-            self.ws.send_response(self.ws.reject(admission.status, body))
-            return
-        response = self.ws.accept(request)
-        self.ws.send_response(response)
-        if response.status_code == 101:
-            self._cancel("handshake")
-            self.link = StreamLink(
-                server,
-                self,
-                admission,
-                request_path=request.path,
-                request_headers=request.headers,
-            )
-
-    # ------------------------------------------------------------------ writing
-    def send_text(self, text: str) -> None:
-        """Write one text frame now. Every frame of the stream goes through here."""
-        ws = self.ws
-        if ws.state is not WsState.OPEN or self._lost:
-            return
-        ws.send_text(text.encode())
-        self._flush()
-
-    def _flush(self) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            self.ws.data_to_send()  # discard: the socket is gone or going
-            return
-        for data in self.ws.data_to_send():
-            if data:
-                transport.write(data)
-            elif transport.can_write_eof() and not transport.is_closing():
-                transport.write_eof()
-        if self.ws.close_expected():
-            self._later("close", self.limits.close_timeout, self._close_transport)
-
-    def close(self, code: int = 1000, reason: str = "") -> None:
-        """Start a close handshake; the transport is dropped if the peer stalls."""
-        if self.ws.state is WsState.OPEN:
-            self.ws.send_close(code, reason)
-            self._flush()
-        self._later("close", self.limits.close_timeout, self._close_transport)
-
-    def expect_peer_close(self) -> None:
-        """After our ``stop``, Vobiz closes the socket; close it ourselves if it doesn't.
-
-        One timer per connection however many ``stop`` frames arrive."""
-        self._later("stop", self.limits.close_timeout, lambda: self.close(1000, "stopped"))
-
-    def _close_transport(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.abort()
-
-    # ------------------------------------------------------------------- timers
-    def _later(
-        self, key: str, delay: float, callback: Callable[[], None], *, replace: bool = False
-    ) -> None:
-        """Run ``callback`` after ``delay``: at most one timer per ``key`` (an earlier
-        one is kept unless ``replace``), so no peer input can pile timers up."""
-        if self._lost:
-            return
-        timers = self._timers
-        timer = timers.get(key)
-        if timer is not None and not timer.cancelled() and not replace:
-            return
-        if timer is not None:
-            timer.cancel()
-
-        def fire() -> None:
-            if timers.get(key) is handle:
-                del timers[key]
-            callback()
-
-        handle = self.loop.call_later(delay, fire)
-        timers[key] = handle
-
-    def _cancel(self, key: str) -> None:
-        timer = self._timers.pop(key, None)
-        if timer is not None:
-            timer.cancel()
-
-    def _handshake_deadline(self) -> None:
-        if self.ws.state is WsState.CONNECTING:
-            self.server.stats.handshake_failures += 1
-            self._close_transport()
 
 
 class MediaServer:
@@ -685,20 +430,15 @@ class MediaServer:
         self.stats = ServerStats()
         self.loop = asyncio.get_running_loop()
         self._pacer = Pacer(self.loop)
-        self._listeners: list[socket.socket] = []
-        self._accepting: list[asyncio.Task[None]] = []
-        self._connections: set[_Connection] = set()
+        self._listener: _Listener | None = None
         self._links: set[StreamLink] = set()
-        self._pending: dict[object, None] = {}  # connections not yet streams, oldest first
         self._session_count = 0
-        self._last_resource_log = float("-inf")
         self._by_stream: dict[str, StreamSession] = {}
         self._by_call: dict[str, StreamSession] = {}
         self._stream_waiters: dict[str, list[asyncio.Future[StreamSession]]] = {}
         self._call_waiters: dict[str, list[asyncio.Future[StreamSession]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._recent: dict[str, tuple[float, StreamSession]] = {}
-        self._all_closed = asyncio.Event()
         self._opened = False
         self._closing = False
 
@@ -727,64 +467,12 @@ class MediaServer:
         if self.host is None:
             raise ValidationError("host", "this MediaServer has no socket: mount an adapter")
         await self.open()
-        infos = await self.loop.getaddrinfo(
-            self.host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-        port = self.port
-        try:
-            for family, kind, proto, _, address in dict.fromkeys(infos):
-                sock = socket.socket(family, kind, proto)
-                self._listeners.append(sock)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                sock.bind((address[0], port, *address[2:]))
-                sock.listen(_BACKLOG)
-                sock.setblocking(False)
-                port = sock.getsockname()[1]  # port 0: every address on the one port
-        except OSError:
-            for sock in self._listeners:
-                sock.close()
-            self._listeners.clear()
-            raise
-        self.port = port
-        self._accepting = [self.loop.create_task(self._accept(s)) for s in self._listeners]
-        log.info("listening on %s", self.url)
+        if self._listener is None:
+            listener = _Listener(self)
+            self.port = await listener.start(self.host, self.port)
+            self._listener = listener
+            log.info("listening on %s", self.url)
         return self
-
-    async def _accept(self, sock: socket.socket) -> None:
-        """Accept connections on ``sock`` until closed.
-
-        Our own accept loop (not ``loop.create_server``) so that running out of file
-        descriptors is handled here: counted (``stats.accept_errors``), logged once per
-        interval, and retried after a short pause, where asyncio's own loop logs a
-        traceback per failed accept and piles up retry timers.
-        """
-        loop = self.loop
-        while True:
-            try:
-                conn, _ = await loop.sock_accept(sock)
-            except OSError as exc:
-                if exc.errno not in _ACCEPT_RESOURCE_ERRNOS:
-                    if self._closing:
-                        return
-                    raise
-                self.stats.accept_errors += 1
-                now = loop.time()
-                if now - self._last_resource_log >= _RESOURCE_LOG_INTERVAL:
-                    self._last_resource_log = now
-                    log.error(
-                        "cannot accept connections: %s (%d so far; lower "
-                        "Limits.max_sessions or raise the fd limit)",
-                        exc.strerror,
-                        self.stats.accept_errors,
-                    )
-                await asyncio.sleep(_ACCEPT_RETRY_DELAY)
-                continue
-            try:
-                await loop.connect_accepted_socket(lambda: _Connection(self), conn)
-            except OSError:
-                conn.close()
 
     def __await__(self) -> Generator[Any, None, MediaServer]:
         return self.start().__await__()
@@ -792,9 +480,7 @@ class MediaServer:
     async def __aenter__(self) -> MediaServer:
         if self.host is None:
             return await self.open()
-        if not self._listeners:
-            await self.start()
-        return self
+        return await self.start()
 
     async def __aexit__(
         self,
@@ -865,7 +551,7 @@ class MediaServer:
         if self._closing:  # adapters' routes outlive close(): no new streams after it
             stats.rejected_limit += 1
             return Admission(False, 503, "shutting down")
-        if peer is not None and not self._address_allowed(peer):
+        if peer is not None and not self.address_allowed(peer):
             stats.rejected_ip += 1
             return Admission(False, 403, "address not allowed")
         try:
@@ -908,7 +594,8 @@ class MediaServer:
             base = f"wss://{host}"
         return validate_request(base + target, {}, signature, self.twilio_auth_token)
 
-    def _address_allowed(self, peer: Any) -> bool:
+    def address_allowed(self, peer: Any) -> bool:
+        """Whether ``peer`` (``(host, port)``) may connect under ``allow_from``."""
         if self.allow_from is None:
             return True
         try:
@@ -922,21 +609,6 @@ class MediaServer:
             return True
         base = self.path
         return path == base or path.rstrip("/") == base or path.startswith(base + "/")
-
-    def _admit_pending(self, conn: _Connection) -> None:
-        """Track a connection that is not yet a stream; over the limit, drop the one
-        idle the longest, so handshake floods cannot keep a real call out."""
-        pending = self._pending
-        while len(pending) >= self.limits.max_pending_handshakes and pending:
-            victim = cast(_Connection, min(pending, key=lambda c: cast(_Connection, c)._last_rx))
-            del pending[victim]
-            self.stats.evicted_handshakes += 1
-            victim._close_transport()
-        if self.limits.max_pending_handshakes > 0:
-            pending[conn] = None
-        else:
-            self.stats.rejected_limit += 1
-            conn._close_transport()
 
     # ------------------------------------------------------------------ binding
     def _register(self, session: StreamSession) -> None:
@@ -1074,32 +746,22 @@ class MediaServer:
         if self._closing:
             return
         self._closing = True
-        for task in self._accepting:
-            task.cancel()
-        for sock in self._listeners:
-            sock.close()
+        listener = self._listener
+        if listener is not None:
+            await listener.stop_accepting()
         sessions = self.sessions
         if sessions and grace > 0:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(grace):
                     await asyncio.gather(*(s.wait_closed() for s in sessions))
-        for conn in list(self._connections):
-            conn.close(1001, "server shutting down")
         for link in list(self._links):
             link.close(1001, "server shutting down")
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._connections:
-            self._all_closed.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.limits.close_timeout + 0.5):
-                    await self._all_closed.wait()
-        for conn in list(self._connections):
-            conn._close_transport()
-        if self._accepting:
-            await asyncio.gather(*self._accepting, return_exceptions=True)
+        if listener is not None:
+            await listener.close(self.limits.close_timeout + 0.5)
         for waiters in (*self._stream_waiters.values(), *self._call_waiters.values()):
             for future in waiters:
                 if not future.done():

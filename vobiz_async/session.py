@@ -35,7 +35,6 @@ from .events import (
     CheckpointOutcome,
     CheckpointVoided,
     DtmfReceived,
-    Event,
     InboundEvent,
     MalformedFrame,
     PlaybackCheckpointReached,
@@ -83,6 +82,9 @@ class SessionStats:
         unknown_events: well-formed frames with an ``event`` we do not know.
         media_in: audio frames decoded (after the per-frame bound,
             ``Limits.max_audio_frame_bytes``).
+        marks_after_clear, unknown_marks: compat streams: mark echoes of checkpoints a
+            clear had flushed (taken as cleared, compat spec 4.6), and marks for names we
+            never sent (counted, not fatal).
         dropped_frames: inbound audio frames dropped because the application fell behind.
         dropped_events: non-audio events dropped for the same reason.
         dropped_outbound_frames: our frames discarded unsent by a clear or a close.
@@ -101,6 +103,8 @@ class SessionStats:
     malformed_reasons: dict[str, int] = field(default_factory=dict)
     unknown_events: int = 0
     media_in: int = 0
+    marks_after_clear: int = 0
+    unknown_marks: int = 0
     dropped_frames: int = 0
     dropped_events: int = 0
     dropped_outbound_frames: int = 0
@@ -278,6 +282,8 @@ class StreamSession:
             malformed_reasons=dict(proto.malformed_reasons),
             unknown_events=proto.unknown_events,
             media_in=proto.media_in,
+            marks_after_clear=proto.marks_after_clear,
+            unknown_marks=proto.unknown_marks,
             dropped_frames=self._dropped_frames,
             dropped_events=self._dropped_events,
             dropped_outbound_frames=proto.dropped_outbound,
@@ -340,7 +346,7 @@ class StreamSession:
         return self.recorder
 
     # -------------------------------------------------- the carrying connection's side
-    def events_received(self, events: list[Event], size: int = 0) -> None:
+    def events_received(self, events: list[InboundEvent], size: int = 0) -> None:
         """Take the events the protocol parsed from one frame of ``size`` bytes (called
         on the read path; never blocks). Malformed frames are only counted (in the
         trace, when recording): the protocol's stats have them. Non-audio events are
@@ -353,7 +359,7 @@ class StreamSession:
             if kind is AudioReceived:  # the common case: 50 a second
                 if trace is not None:
                     trace.count("in", now=self._loop.time())
-                self._deliver(event)  # type: ignore[arg-type]
+                self._deliver(event)
                 continue
             if kind is MalformedFrame:
                 if trace is not None:
@@ -381,9 +387,9 @@ class StreamSession:
             elif kind is StreamStarted:
                 assert isinstance(event, StreamStarted)
                 self.started = event  # a reconnect on this socket: the new stream id
-            self._deliver(event, size)  # type: ignore[arg-type]
+            self._deliver(event, size)
 
-    def _trace_event(self, trace: CallTrace, event: Event) -> None:
+    def _trace_event(self, trace: CallTrace, event: InboundEvent) -> None:
         now = self._loop.time()
         if type(event) is AudioCleared:
             trace.cleared(now=now)
@@ -796,7 +802,7 @@ class StreamSession:
             self._transport.expect_peer_close()
         await self.wait_closed()
 
-    def _resolve_voided(self, events: list[Event]) -> None:
+    def _resolve_voided(self, events: list[InboundEvent]) -> None:
         for event in events:
             if isinstance(event, CheckpointVoided):
                 future = self._checkpoints.pop(event.name, None)

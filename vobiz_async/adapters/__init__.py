@@ -8,3 +8,5 @@ WebSocket routes of an application you already run.
 Each only moves frames and maps close codes; admission, pacing, checkpoints, clears,
 limits and binding are the server's (see :class:`~vobiz_async.server.StreamLink`).
 """
+
+__all__: list[str] = []  # the adapters are imported by module (their frameworks are extras)

@@ -1,6 +1,6 @@
 """The emulator's media peer: the Vobiz side of a stream, dialing the application.
 
-It runs :class:`~vobiz_async.protocol.StreamProtocol` in the Vobiz role over a real
+It runs :class:`~vobiz_async.testing._peer.PeerProtocol` (Vobiz's side) over a real
 WebSocket: it sends ``start`` and 20 ms ``media`` frames on a deadline clock, plays
 received ``playAudio`` on a real-time playout clock, acknowledges a checkpoint only
 when everything queued before it has played, answers ``clearAudio`` by flushing,
@@ -35,7 +35,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from ..codec import FRAME_MS, AudioFormat, ByteOrder, Resampler, frame_size
 from ..events import Checkpoint, ClearAudio, MalformedFrame, PlayAudio, Stop, UnknownEvent
-from ..protocol import Role, StreamProtocol
+from ._peer import PeerProtocol
 
 __all__ = ["MediaPeer", "PeerReport"]
 
@@ -44,20 +44,23 @@ log = logging.getLogger("vobiz_async.testing")
 
 @dataclass
 class PeerReport:
-    """What happened on one emulated stream.
+    """What happened on one emulated stream (Vobiz, or compat: see
+    :class:`~vobiz_async.testing.CompatMediaPeer`, whose checkpoints are marks).
 
     Attributes:
         stream_id, call_id: the ids the peer announced in ``start``.
         frames_sent, frames_received: media frames out; command frames in.
         play_frames: ``playAudio`` frames received.
-        played_checkpoints: names acknowledged with ``playedStream``, in order.
-        voided_checkpoints: names a ``clearAudio`` voided (never acknowledged).
-        clears: ``clearAudio`` commands received.
+        played_checkpoints: names acknowledged with ``playedStream``, in order (compat:
+            marks echoed after their audio played, or at once with nothing queued).
+        voided_checkpoints: names a ``clearAudio`` voided (never acknowledged; compat:
+            marks a ``clear`` flushed, echoed at once).
+        clears: ``clearAudio`` (compat: ``clear``) commands received.
         heard_ms, sent_ms: agent audio played to the caller; caller audio sent.
         cleared_ms: agent audio flushed by clears before it was heard.
         malformed: frames from the application the peer could not use.
         close_code: the WebSocket close code, when known.
-        stopped: the application sent ``stop``.
+        stopped: the application sent ``stop`` (compat: closed the socket first).
         rejected_status: the HTTP status when the handshake was refused.
         max_queued_ms: the most agent audio ever waiting in the playout queue (a paced
             sender keeps it near its lead; a burst shows up here).
@@ -174,7 +177,7 @@ class MediaPeer:
         self._audio = audio
         self._seconds = seconds if seconds is not None else len(audio) / (2 * rate)
         self._frame_pcm = frame_size("audio/x-l16", rate)
-        self.proto = StreamProtocol(Role.VOBIZ)
+        self.proto = PeerProtocol()
         self._ws: ClientConnection | None = None
         self._playout: deque[tuple[str, bytes | str]] = deque()
         self._queued_bytes = 0
@@ -375,14 +378,7 @@ class MediaPeer:
                 },
             }
             return json.dumps(old, separators=(",", ":"))
-        # The protocol counts chunks per track from 0; live Vobiz sends the frame's
-        # sequenceNumber. Patched in the text (a JSON round trip would triple the
-        # emulator's per-frame cost); tests pin chunk == sequenceNumber.
-        head, sep, tail = frame.partition(',"chunk":')
-        if not sep or not frame.startswith(_SEQ_PREFIX):
-            return frame
-        seq = frame[len(_SEQ_PREFIX) : frame.index(",")]
-        return head + sep + seq + tail[tail.index(",") :]
+        return frame
 
     def _advance_playout(self) -> bytes:
         """Play 20 ms of queued agent audio; acknowledge checkpoints reached.
@@ -522,4 +518,3 @@ class MediaPeer:
 
 
 _COMMANDS = frozenset({"playAudio", "checkpoint", "clearAudio", "stop"})
-_SEQ_PREFIX = '{"sequenceNumber":'
