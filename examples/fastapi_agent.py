@@ -47,10 +47,9 @@ async def main() -> None:
     serving = asyncio.create_task(server.serve())
     while not server.started:  # noqa: ASYNC110 (until uvicorn has bound its port)
         await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    async with FakeVobiz() as fake:  # dials the answer URL like Vobiz does
-        call = fake.call(answer_url=f"http://127.0.0.1:{port}/answer", hangup_when_done=False)
-        [report] = await call.wait_done(timeout=30)
+    url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}/answer"
+    async with FakeVobiz() as fake:  # fetches the answer URL and dials <Stream> like Vobiz
+        [report] = await fake.call(answer_url=url, hangup_when_done=False).wait_done(timeout=30)
     print(f"streamed: {report.frames_sent} frames sent, {report.heard_ms:.0f} ms heard")
     server.should_exit = True
     await serving
