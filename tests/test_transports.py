@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -15,10 +15,11 @@ import uvicorn
 from aiohttp import web
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket
 
 from vobiz_async.adapters._transport import QueuedTransport
 from vobiz_async.adapters.aiohttp import websocket_handler
-from vobiz_async.adapters.starlette import websocket_endpoint
+from vobiz_async.adapters.starlette import handle, websocket_endpoint
 from vobiz_async.errors import ValidationError
 from vobiz_async.events import AudioCleared, AudioReceived, CheckpointOutcome, Event
 from vobiz_async.server import Limits, MediaServer, Pacing, StreamSession, serve
@@ -421,3 +422,29 @@ async def test_a_socketless_server_has_no_url_of_its_own() -> None:
             _ = server.url
         signed = server.url_for("call-1", base_url="wss://agent.example/media")
     assert signed.startswith("wss://agent.example/media?token=")
+
+
+async def test_starlette_refuses_with_1008_without_the_denial_extension() -> None:
+    """An ASGI server without websocket.http.response gets a close 1008, not an accept."""
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> MutableMapping[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "websocket",
+        "path": "/media",
+        "raw_path": b"/media",
+        "query_string": b"token=wrong",
+        "headers": [],
+        "client": ("127.0.0.1", 5000),
+        "extensions": {},
+    }
+    async with MediaServer(_idle, path="/media", token="k") as server:
+        await handle(WebSocket(scope, receive, send), server)
+        rejected = server.stats.rejected_auth
+    assert [m["type"] for m in sent] == ["websocket.close"] and sent[0]["code"] == 1008
+    assert rejected == 1
