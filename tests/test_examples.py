@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +55,10 @@ def test_example_runs(path: Path, tmp_path: Path) -> None:
         assert "answer checkpoint: cleared" in done.stdout
     if path.stem == "cluster_control":
         assert "checkpoint greeting: played" in done.stdout and "close code 1000" in done.stdout
+    if path.stem == "fastapi_agent":  # FakeVobiz fetched the answer URL and streamed
+        assert "checkpoint greeting: played" in done.stdout
+        streamed = re.search(r"streamed: (\d+) frames sent, (\d+) ms heard", done.stdout)
+        assert streamed is not None and int(streamed[1]) > 0 and int(streamed[2]) >= 500
     if path.stem == "one_agent_two_providers":  # both served at once by one server
         assert "vobiz: checkpoint greeting: played" in done.stdout
         assert "signalwire: checkpoint greeting: played" in done.stdout

@@ -23,6 +23,7 @@ from .errors import APIError, TransportError, ValidationError, VobizError
 
 if TYPE_CHECKING:
     from .cluster import Cluster
+    from .session import StreamSession
 
 __all__ = ["build_parser", "main"]
 
@@ -133,11 +134,12 @@ async def _wait_for_signal() -> None:
             loop.remove_signal_handler(sig)
 
 
-async def _serve(args: argparse.Namespace) -> None:
+def _call_handler(args: argparse.Namespace) -> Callable[[StreamSession], Awaitable[None]]:
+    """The handler ``serve`` and ``app`` run per stream: echo (``--echo``), record
+    (``--record DIR``), and print one JSON summary line when the call ends."""
     from .errors import StreamClosedError
     from .events import AudioReceived
     from .recording import save_recording
-    from .server import StreamSession, serve
 
     record_dir = Path(args.record) if args.record else None
     if record_dir is not None:
@@ -186,6 +188,13 @@ async def _serve(args: argparse.Namespace) -> None:
                     summary["recording_error"] = f"{type(exc).__name__}: {exc}"
             _print_json_line(summary)
 
+    return handler
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    from .server import serve
+
+    handler = _call_handler(args)
     cluster = _cluster(args.cluster) if args.cluster else None
     async with (
         contextlib.AsyncExitStack() as stack,
@@ -198,7 +207,7 @@ async def _serve(args: argparse.Namespace) -> None:
             l16_byte_order=args.l16_byte_order,
             provider=args.provider,
             cluster=cluster,
-            record=record_dir is not None,
+            record=bool(args.record),
         ) as server,
     ):
         if cluster is not None:
@@ -237,6 +246,57 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     srv.add_argument("--grace", type=float, default=5.0, help="shutdown grace in seconds")
     srv.add_argument("--cluster", metavar="REDIS_URL", help="register sessions in this Redis")
     srv.set_defaults(handler=_serve)
+
+
+async def _app(args: argparse.Namespace) -> None:
+    from aiohttp import web
+
+    from .app import create_app
+
+    app = create_app(
+        _call_handler(args),
+        token=args.token,
+        auth_token=args.app_auth_token or args.auth_token,
+        public_url=args.public_url,
+        record=bool(args.record),
+        l16_byte_order=args.l16_byte_order,
+        shutdown_grace=args.grace,
+    )
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, args.host, args.port)
+        await site.start()
+        server = site._server
+        port = server.sockets[0].getsockname()[1] if server is not None else args.port  # type: ignore[attr-defined]
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        sys.stdout.write(f"listening on http://{host}:{port}\n")
+        sys.stdout.flush()
+        await _wait_for_signal()
+    finally:
+        await runner.cleanup()
+
+
+def _add_app(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    app = sub.add_parser(
+        "app",
+        help="run a one-port agent app: answer URL (/answer), status callbacks "
+        "(/vobiz/stream-status) and the media WebSocket (/media)",
+    )
+    app.add_argument("--host", default="127.0.0.1")
+    app.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+    app.add_argument("--token", help="media secret: the answer URL hands out signed URLs")
+    app.add_argument(
+        "--auth-token",
+        dest="app_auth_token",
+        help="Vobiz Auth Token: callbacks must be signed with it",
+    )
+    app.add_argument("--public-url", help="public https://host[:port] Vobiz reaches")
+    app.add_argument("--echo", action="store_true", help="play inbound audio straight back")
+    app.add_argument("--record", metavar="DIR", help="write one stereo WAV per call in DIR")
+    app.add_argument("--l16-byte-order", choices=["little", "big", "auto"], default="little")
+    app.add_argument("--grace", type=float, default=5.0, help="shutdown grace in seconds")
+    app.set_defaults(handler=_app)
 
 
 def _cluster(url: str) -> Cluster:
@@ -593,6 +653,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_streams(sub)
     _add_serve(sub)
+    _add_app(sub)
     _add_emulator(sub)
     _add_callbacks(sub)
     _add_signalwire(sub)
