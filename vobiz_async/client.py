@@ -44,6 +44,7 @@ from ._http import (
     retry_after_header,
 )
 from ._rules import check_safe_id
+from ._version import __version__
 from .errors import (
     APIError,
     InvalidRequestError,
@@ -72,7 +73,6 @@ __all__ = [
 ]
 
 DEFAULT_BASE_URL = "https://api.vobiz.ai"
-_VERSION = "0.1.0"
 log = logging.getLogger(f"{_package}.client")
 
 
@@ -216,7 +216,7 @@ class VobizClient(HttpResource):
             "X-Auth-ID": self.auth_id,
             "X-Auth-Token": self._auth_token,
             "Accept": "application/json",
-            "User-Agent": f"vobiz-async/{_VERSION}",
+            "User-Agent": f"vobiz-async/{__version__}",
         }
 
     def call_path(self, call_uuid: str, *rest: str, stream_id: str | None = None) -> str:
