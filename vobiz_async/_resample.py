@@ -332,3 +332,43 @@ class Resampler:
         ]
         pcm = struct.pack(f"<{n_out}h", *values)
         return pcm[0::2], pcm[1::2]
+
+
+class Resamplers:
+    """Streaming resamplers to one rate, one per source rate, made on first use.
+
+    What a stream needs when audio of several rates (8/16/24 kHz TTS, a peer's frames)
+    goes to one format: each source rate keeps its own filter state, so every rate's
+    audio stays continuous across calls.
+
+    Args:
+        to_rate: the rate everything is converted to.
+    """
+
+    __slots__ = ("_by_rate", "to_rate")
+
+    def __init__(self, to_rate: int) -> None:
+        self.to_rate = to_rate
+        self._by_rate: dict[int, Resampler] = {}
+
+    def process(self, pcm: bytes, from_rate: int) -> bytes:
+        """``pcm`` at ``from_rate`` converted to :attr:`to_rate` (as is when equal).
+
+        Raises:
+            CodecError: an unsupported rate or an odd byte count.
+        """
+        if from_rate == self.to_rate:
+            return pcm
+        resampler = self._by_rate.get(from_rate)
+        if resampler is None:
+            resampler = self._by_rate[from_rate] = Resampler(from_rate, self.to_rate)
+        return resampler.process(pcm)
+
+    def flush(self) -> bytes:
+        """Every filter's held-back tail (in the order the rates were first seen); the
+        resamplers are reset for reuse."""
+        return b"".join(r.flush() for r in self._by_rate.values())
+
+    def clear(self) -> None:
+        """Forget every filter's state (a barge-in: what was held back is not heard)."""
+        self._by_rate.clear()

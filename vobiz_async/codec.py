@@ -16,7 +16,7 @@ Python loops:
   multiply-accumulates, exactly (integers, no rounding drift), which is also why
   feeding a signal in chunks gives bit-identical output.
 
-Wire facts come from ``shared/spec/vobiz-audio-streams.md`` section 4.5: inbound is
+Wire facts come from ``docs/spec.md`` section 4.5: inbound is
 mu-law 8 kHz or L16 8/16 kHz, outbound adds L16 24 kHz, 20 ms frames, silence byte 0xFF
 for mu-law and 0x0000 for L16.
 """
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ._resample import Resampler
+from ._resample import Resampler, Resamplers
 from .errors import CodecError
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "ByteOrder",
     "Framer",
     "Resampler",
+    "Resamplers",
     "WavAudio",
     "frame_size",
     "interleave_stereo",

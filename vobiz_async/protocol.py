@@ -69,7 +69,7 @@ from .codec import (
     AudioFormat,
     ByteOrder,
     Framer,
-    Resampler,
+    Resamplers,
     l16_to_pcm16,
     pcm16_to_l16,
     pcm16_to_ulaw,
@@ -291,7 +291,7 @@ class StreamProtocol:
         self._outbox: list[InboundEvent] = []
         self._pending: dict[str, _Pending] = {}
         self._framer: Framer | None = None
-        self._resamplers: dict[int, Resampler] = {}
+        self._resamplers: Resamplers | None = None
         self._utterance_started: float | None = None
         self._play_prefix = ""
         self._play_suffix = ""
@@ -588,7 +588,7 @@ class StreamProtocol:
 
     def _reset_outbound(self) -> None:
         self._framer = None
-        self._resamplers.clear()
+        self._resamplers = None
         self._utterance_started = None
         self._play_prefix = ""
 
@@ -667,10 +667,9 @@ class StreamProtocol:
         if len(pcm) & 1:
             raise CodecError(f"16-bit PCM needs an even number of bytes, got {len(pcm)}")
         if rate != fmt.sample_rate:
-            resampler = self._resamplers.get(rate)
-            if resampler is None:
-                resampler = self._resamplers[rate] = Resampler(rate, fmt.sample_rate)
-            pcm = resampler.process(pcm)
+            if self._resamplers is None:
+                self._resamplers = Resamplers(fmt.sample_rate)
+            pcm = self._resamplers.process(pcm, rate)
         return self._enqueue(framer.push(self._encode(pcm, fmt)))
 
     def play_encoded(self, payload: bytes, *, now: float = 0.0) -> int:
@@ -695,8 +694,8 @@ class StreamProtocol:
         self._require_streaming()
         fmt, framer = self._outbound()
         frames: list[bytes] = []
-        for resampler in self._resamplers.values():
-            frames += framer.push(self._encode(resampler.flush(), fmt))
+        if self._resamplers is not None:
+            frames += framer.push(self._encode(self._resamplers.flush(), fmt))
         last = framer.flush()
         if last is not None:
             frames.append(last)
@@ -820,7 +819,7 @@ class StreamProtocol:
         self._clear_sent_at = now
         if self._framer is not None:
             self._framer.clear()
-        self._resamplers.clear()
+        self._resamplers = None
         self._clears += 1
         for wire_name in self._mark_names:  # their echoes mean "flushed", not "played"
             self._cleared_marks[wire_name] = None

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import BinaryIO
 
-from .codec import Resampler, interleave_stereo
+from .codec import Resamplers, interleave_stereo
 from .errors import ValidationError
 
 __all__ = ["DEFAULT_MAX_RECORDING_BYTES", "CallRecorder", "save_recording"]
@@ -120,23 +120,13 @@ class CallRecorder:
             kept.append((start, rate, pcm))
         self._agent = kept
 
-    def _render(self, pcm: bytes, rate: int, resampler: Resampler | None) -> bytes:
-        if rate == self.sample_rate or resampler is None:
-            return pcm
-        return resampler.process(pcm)
-
     @property
     def caller_pcm(self) -> bytes:
         """The caller's side so far, at :attr:`sample_rate` (rendered on each access)."""
-        resamplers: dict[int, Resampler] = {}
+        resamplers = Resamplers(self.sample_rate)
         parts: list[bytes | bytearray] = []
         for rate, pcm in self._caller:
-            if rate == self.sample_rate:
-                parts.append(pcm)
-                continue
-            if rate not in resamplers:
-                resamplers[rate] = Resampler(rate, self.sample_rate)
-            parts.append(self._render(bytes(pcm), rate, resamplers[rate]))
+            parts.append(pcm if rate == self.sample_rate else resamplers.process(bytes(pcm), rate))
         return b"".join(parts)
 
     @property
@@ -144,8 +134,7 @@ class CallRecorder:
         """The agent's side so far (silence where nothing played)."""
         out = bytearray()
         for at, rate, pcm in self._agent:
-            resampler = None if rate == self.sample_rate else Resampler(rate, self.sample_rate)
-            data = self._render(pcm, rate, resampler)
+            data = Resamplers(self.sample_rate).process(pcm, rate)
             start = self._offset(at)
             end = start + len(data)
             if len(out) < end:

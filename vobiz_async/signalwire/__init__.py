@@ -1,5 +1,5 @@
 """SignalWire's compatibility API (Twilio-compatible): REST streams, cXML, signatures,
-stream status callbacks (``../shared/spec/signalwire-compat-streams.md``).
+stream status callbacks (``docs/signalwire-spec.md``).
 
 The media WebSocket in the Twilio dialect is not here yet: it plugs into the media
 server as a provider dialect (issue 14, "Media"), after the media-plane renovation.

@@ -33,7 +33,7 @@ from typing import Literal
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from ..codec import FRAME_MS, AudioFormat, ByteOrder, Resampler, frame_size
+from ..codec import FRAME_MS, AudioFormat, ByteOrder, Resampler, Resamplers, frame_size
 from ..events import Checkpoint, ClearAudio, MalformedFrame, PlayAudio, Stop, UnknownEvent
 from ._peer import PeerProtocol
 
@@ -181,7 +181,7 @@ class MediaPeer:
         self._ws: ClientConnection | None = None
         self._playout: deque[tuple[str, bytes | str]] = deque()
         self._queued_bytes = 0
-        self._resamplers: dict[int, Resampler] = {}
+        self._resamplers = Resamplers(self.format.sample_rate)
         self._caller = bytearray()
         self._heard = bytearray()
         self._stall_until = 0.0
@@ -457,12 +457,7 @@ class MediaPeer:
                     if not self.bidirectional:
                         continue  # one-way stream: Vobiz discards playAudio
                     pcm = event.pcm(self.byte_order)
-                    if event.sample_rate != rate:
-                        resampler = self._resamplers.get(event.sample_rate)
-                        if resampler is None:
-                            resampler = Resampler(event.sample_rate, rate)
-                            self._resamplers[event.sample_rate] = resampler
-                        pcm = resampler.process(pcm)
+                    pcm = self._resamplers.process(pcm, event.sample_rate)
                     self._playout.append(("audio", pcm))
                     self._queued_bytes += len(pcm)
                     queued_ms = self._queued_bytes / (2 * rate) * 1000
