@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 __all__: list[str] = []
 
 log = logging.getLogger("vobiz_async.server")
+# websockets' own handshake and close lines (INFO per connection): a child logger, so an
+# operator can quiet them without quieting the server.
+ws_log = logging.getLogger("vobiz_async.server.websocket")
 _RESOURCE_LOG_INTERVAL = 10.0  # at most one "out of file descriptors" log line per interval
 _ACCEPT_RETRY_DELAY = 0.5  # pause accepting this long after the fd limit was hit
 _BACKLOG = 128
@@ -219,7 +222,7 @@ class _Connection(asyncio.Protocol):
         self.server = server = listener.server
         self.loop = server.loop
         self.limits = server.limits
-        self.ws = ServerProtocol(max_size=server.limits.max_message_bytes, logger=log)
+        self.ws = ServerProtocol(max_size=server.limits.max_message_bytes, logger=ws_log)
         self.splitter = FrameSplitter(server.limits.max_message_bytes)
         self.transport: asyncio.Transport | None = None
         self.link: StreamLink | None = None
@@ -321,6 +324,11 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
+        if self.ws.state is not WsState.CLOSED:
+            # No EOF came first (TLS ends without one): let websockets settle the close
+            # code (the peer's close frame if it sent one, else 1006).
+            with contextlib.suppress(EOFError):
+                self.ws.receive_eof()
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
@@ -454,8 +462,12 @@ class _Connection(asyncio.Protocol):
         for data in self.ws.data_to_send():
             if data:
                 transport.write(data)
-            elif transport.can_write_eof() and not transport.is_closing():
+            elif transport.is_closing():
+                pass
+            elif transport.can_write_eof():
                 transport.write_eof()
+            else:  # TLS cannot half-close: close (after the buffered writes, close_notify)
+                transport.close()
         if self.ws.close_expected():
             self._later("close", self.limits.close_timeout, self._close_transport)
 
