@@ -5,10 +5,10 @@ Two sources, both read when a record is made (never per frame):
 * a :class:`contextvars.ContextVar`, set by :meth:`MediaServer._run_handler` at the start
   of each handler task, so everything the handler (and the tasks it starts) logs carries
   its call;
-* the link being read right now (:data:`reading`), set around the synchronous frame
-  handling of :class:`~vobiz_async.server.StreamLink` (two attribute stores per frame,
-  cheaper than a ContextVar ``set``/``reset`` pair on the hot path), so records logged
-  while a frame is parsed carry its call too.
+* the link being handled right now (:data:`reading`, set with :func:`about`) around
+  the parts of :class:`~vobiz_async.server.StreamLink`'s synchronous frame handling
+  that log: a ``start``, a malformed frame, the end of the stream. The media fast path
+  (``session.events_received``) logs nothing, so it sets nothing: no cost per frame.
 
 :func:`install` wraps the process's :func:`logging.getLogRecordFactory` once, so every
 record (whatever handler formats it, pytest's ``caplog`` included) has the attributes
@@ -18,17 +18,19 @@ JSON object per record.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import logging
 import os
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .server import StreamLink
 
-__all__ = ["JsonFormatter", "current_call", "install", "reading"]
+__all__ = ["JsonFormatter", "about", "current_call", "install", "reading"]
 
 current_call: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
     "vobiz_call", default=None
@@ -47,6 +49,17 @@ class _Reading:
 
 reading = _Reading()
 _installed = False
+
+
+@contextlib.contextmanager
+def about(link: StreamLink) -> Iterator[None]:
+    """Records logged inside the block are about ``link``'s call (synchronous code)."""
+    previous = reading.link
+    reading.link = link
+    try:
+        yield
+    finally:
+        reading.link = previous
 
 
 def _call_ids() -> tuple[str | None, str | None]:

@@ -204,15 +204,10 @@ class StreamLink:
     def text_received(self, data: bytes | str) -> None:
         """One text message (UTF-8 bytes, or ``str`` from a framework)."""
         self._last_frame = now = self.loop.time()  # media activity: data, not pings
-        reading = _logcontext.reading  # log records made meanwhile carry this call
-        reading.link = self
-        try:
-            if isinstance(data, str):
-                self._dispatch(self.proto.receive(data, now=now), len(data))
-            else:
-                self._dispatch(self.proto.receive_text(data, now=now), len(data))
-        finally:
-            reading.link = None
+        if isinstance(data, str):
+            self._dispatch(self.proto.receive(data, now=now), len(data))
+        else:
+            self._dispatch(self.proto.receive_text(data, now=now), len(data))
 
     def binary_received(self, data: bytes) -> None:
         """One binary message: counted as malformed (providers send text only)."""
@@ -238,6 +233,10 @@ class StreamLink:
                 self.server.stats.events_before_start += 1
 
     def _on_malformed(self, event: MalformedFrame) -> None:
+        with _logcontext.about(self):  # its log lines carry the call (rare path)
+            self._malformed(event)
+
+    def _malformed(self, event: MalformedFrame) -> None:
         stats = self.server.stats
         if event.reason == "foreign-start":
             # A second start on this socket for another call: it would dodge the
@@ -250,6 +249,10 @@ class StreamLink:
         log.debug("malformed frame (%s): %s", event.reason, event.detail)
 
     def _on_start(self, started: StreamStarted) -> StreamSession | None:
+        with _logcontext.about(self):  # its log lines carry the call once it is one
+            return self._start(started)
+
+    def _start(self, started: StreamStarted) -> StreamSession | None:
         server = self.server
         if self._signed_call is not None and started.call_id != self._signed_call:
             log.warning(
@@ -818,9 +821,7 @@ class MediaServer:
         """The call's last log line (how it ended), once both the transport has closed
         and the handler has returned (where the session is released)."""
         stats = link.proto.stats
-        reading = _logcontext.reading
-        reading.link = link
-        try:
+        with _logcontext.about(link):
             log.info(
                 "call ended: stream %s call %s duration %.1fs frames in %d out %d "
                 "dropped in %d out %d malformed %d late %d close code %s",
@@ -835,8 +836,6 @@ class MediaServer:
                 stats.late_outbound,
                 session.close_code,
             )
-        finally:
-            reading.link = None
 
     # ----------------------------------------------------------------- shutdown
     async def close(self, grace: float = 5.0) -> None:
