@@ -29,20 +29,20 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
-# The suite against the declared minimum versions of the runtime dependencies (every
-# `>=X` in pyproject.toml pinned to `==X`), in its own venv, so the floors stay true.
+# The suite against the declared minimum versions of the runtime dependencies and of the
+# fastapi extra (every `>=X` pinned to `==X`), in its own venv, so the floors stay true.
 MIN_VENV := .venv-min
 MIN_STAMP := $(MIN_VENV)/.installed
 
 $(MIN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(MIN_VENV)
 	$(MIN_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(MIN_VENV)/bin/python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; print('\n'.join(d.replace('>=', '==') for d in deps))" > $(MIN_VENV)/constraints.txt
+	$(MIN_VENV)/bin/python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; deps = p['dependencies'] + p['optional-dependencies']['fastapi']; print('\n'.join(d.replace('>=', '==') for d in deps))" > $(MIN_VENV)/constraints.txt
 	$(MIN_VENV)/bin/python -m pip install --quiet -c $(MIN_VENV)/constraints.txt -e ".[dev]"
 	touch $(MIN_STAMP)
 
 test-min: $(MIN_STAMP)
-	$(MIN_VENV)/bin/python -m pip list --format=freeze | grep -iE '^(aiohttp|websockets|pydantic|msgspec)=='
+	$(MIN_VENV)/bin/python -m pip list --format=freeze | grep -iE '^(aiohttp|websockets|pydantic|msgspec|fastapi|starlette|uvicorn)=='
 	PYTHONASYNCIODEBUG=1 $(MIN_VENV)/bin/pytest -q -p no:cacheprovider
 
 # Branch coverage of the library (slower under tracing; not part of `make test`).

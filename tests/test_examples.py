@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,9 +20,15 @@ EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.py"))
 
 
 def test_there_are_examples_and_each_is_short() -> None:
-    """At least the four promised examples exist, each under ~60 lines with a docstring."""
+    """At least the five promised examples exist, each under ~60 lines with a docstring."""
     names = {p.stem for p in EXAMPLES}
-    assert {"echo_agent", "record_call", "rest_start_and_bind", "barge_in"} <= names
+    assert {
+        "echo_agent",
+        "record_call",
+        "rest_start_and_bind",
+        "barge_in",
+        "one_agent_two_providers",
+    } <= names
     for path in EXAMPLES:
         text = path.read_text()
         assert text.startswith('"""') and len(text.splitlines()) <= 62, path.name
@@ -48,6 +55,14 @@ def test_example_runs(path: Path, tmp_path: Path) -> None:
         assert "answer checkpoint: cleared" in done.stdout
     if path.stem == "cluster_control":
         assert "checkpoint greeting: played" in done.stdout and "close code 1000" in done.stdout
+    if path.stem == "fastapi_agent":  # FakeVobiz fetched the answer URL and streamed
+        assert "checkpoint greeting: played" in done.stdout
+        streamed = re.search(r"streamed: (\d+) frames sent, (\d+) ms heard", done.stdout)
+        assert streamed is not None and int(streamed[1]) > 0 and int(streamed[2]) >= 500
+    if path.stem == "one_agent_two_providers":  # both served at once by one server
+        assert "vobiz: checkpoint greeting: played" in done.stdout
+        assert "signalwire: checkpoint greeting: played" in done.stdout
+        assert "signalwire: call ended (hangup-verb)" in done.stdout
 
 
 async def test_demo_runs_and_reports(tmp_path: Path) -> None:

@@ -93,3 +93,42 @@ async def test_emulate_dials_a_server_and_prints_a_json_report(tmp_path: Path) -
     assert formats == ["audio/x-l16;rate=16000"]
     recording = read_wav(tmp_path / "out.wav")
     assert recording.channels == 2 and recording.sample_rate == 16000
+
+
+async def test_serve_provider_flag_echoes_a_signalwire_call() -> None:
+    """`serve --provider signalwire --echo`: a SignalWire caller hears itself; the
+    summary line names the provider."""
+    from vobiz_async.testing import CompatMediaPeer
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "vobiz_async",
+        "serve",
+        "--port",
+        "0",
+        "--echo",
+        "--provider",
+        "signalwire",
+        "--token",
+        "t0k",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(30):
+            line = (await proc.stdout.readline()).decode().strip()
+            url = line.removeprefix("listening on ")
+            peer = CompatMediaPeer(
+                url + "t0k", audio=tone(440, 0.5, 16000), audio_rate=16000, codec="L16@16000h"
+            )
+            report = await peer.wait_closed()
+            summary = json.loads(await proc.stdout.readline())
+    finally:
+        proc.send_signal(signal.SIGINT)
+        async with asyncio.timeout(30):
+            await proc.wait()
+    assert proc.returncode == 0
+    assert report.play_frames > 10 and summary["provider"] == "signalwire"
+    assert summary["format"] == "audio/x-l16;rate=16000"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._version import __version__ as __version__
 from .callbacks import (
     StreamCallbackEvent,
     StreamStatusCallback,
@@ -110,8 +111,6 @@ from .xml import (
     response_xml,
     stream_xml,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "VOBIZ_MEDIA_NETWORKS",

@@ -4,7 +4,10 @@ The caller (the emulator's media peer) says four things; the agent answers each 
 synthetic speech at 24 kHz (a stand-in for TTS, resampled to the stream's 16 kHz),
 marks every turn with a checkpoint, and is barged in on once during its long answer.
 The stream is started through the REST client against the emulator and bound to its
-media session by ``stream_id``, exactly as against real Vobiz.
+media session by ``stream_id``, exactly as against real Vobiz. With
+``provider="signalwire"`` the same agent answers an emulated SignalWire call instead: a
+``<Connect><Stream codec="L16@16000h">`` cXML call on ``FakeSignalWire``, its URL
+carrying a signed per-call token as a path segment (compat URLs take no query string).
 """
 
 from __future__ import annotations
@@ -17,16 +20,18 @@ import statistics
 import struct
 import sys
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Literal, Protocol, TextIO
 
 from .codec import interleave_stereo, write_wav
 from .events import AudioReceived
 from .report import render
-from .server import StreamSession, serve
-from .testing import FakeVobiz, speech_like
-from .tokens import sign_stream_url
+from .server import MediaServer, StreamSession, serve
+from .signalwire.cxml import ResponseBuilder
+from .testing import FakeSignalWire, FakeVobiz, PeerReport, speech_like
+from .tokens import sign_stream_url, sign_token
 from .trace import CallTrace
 
 __all__ = ["DemoAgent", "DemoReport", "caller_script", "run_demo"]
@@ -62,7 +67,10 @@ class DemoAgent:
     """The example agent: an energy VAD, turn-taking, replies, barge-in.
 
     Attributes:
-        latencies_ms: per inbound frame, media timestamp to handler receipt.
+        latencies_ms: per inbound frame, media timestamp to handler receipt. Compat
+            timestamps count from the stream's start, not the epoch, so on a SignalWire
+            or Twilio stream it is the delay added since the first frame (its arrival
+            is the zero).
         outcomes: each turn's checkpoint outcome.
         state: what the agent is doing now (for the progress line).
     """
@@ -92,12 +100,17 @@ class DemoAgent:
         self.trace = session.trace
         speaking: asyncio.Task[None] | None = None
         speech_ms = silence_ms = 0.0
+        epoch: float | None = 0.0 if session.provider == "vobiz" else None
         async for event in session:
             if type(event) is not AudioReceived:
                 continue
             assert isinstance(event, AudioReceived)
-            if event.timestamp:
-                self.latencies_ms.append(max(0.0, time.time() * 1000 - event.timestamp))
+            if event.timestamp is not None:
+                now_ms = time.time() * 1000
+                if epoch is None:  # compat: ms since the stream started (compat 4.3.3)
+                    epoch = now_ms - event.timestamp
+                if event.timestamp or epoch:
+                    self.latencies_ms.append(max(0.0, now_ms - epoch - event.timestamp))
             loud = _rms(event.pcm) > self.speech_threshold
             speech_ms, silence_ms = (speech_ms + 20, 0.0) if loud else (speech_ms, silence_ms + 20)
             agent_talking = speaking is not None and not speaking.done()
@@ -177,39 +190,44 @@ async def _progress(agent: DemoAgent, total: float, stream: TextIO, done: asynci
 
 
 async def run_demo(
-    out_dir: Path, *, progress: TextIO | None = sys.stderr, speed: float = 1.0
+    out_dir: Path,
+    *,
+    progress: TextIO | None = sys.stderr,
+    speed: float = 1.0,
+    provider: Literal["vobiz", "signalwire"] = "vobiz",
 ) -> DemoReport:
     """Run the demo call and write ``call.wav``, ``call.jsonl`` (its trace), ``call.html``
-    (the report) and ``report.json`` into ``out_dir``."""
+    (the report) and ``report.json`` into ``out_dir``.
+
+    Args:
+        progress: where the progress line goes (None: nowhere).
+        speed: the emulated caller's clock speed (1.0: real time).
+        provider: ``vobiz`` (a REST-started stream on ``FakeVobiz``) or ``signalwire``
+            (a ``<Connect><Stream>`` call on ``FakeSignalWire``, L16 16 kHz).
+    """
     agent = DemoAgent()
     secret = "demo-secret"
-    async with (
-        FakeVobiz() as fake,
-        serve(agent, "127.0.0.1", 0, path="/media", token=secret) as server,
-    ):
-        call = fake.call(audio=caller_script(), audio_rate=RATE, seconds=CALL_SECONDS, speed=speed)
-        url = sign_stream_url(server.url, secret, call.call_uuid, ttl=300)
-        done = asyncio.Event()
-        ticker = (
-            asyncio.create_task(_progress(agent, CALL_SECONDS / speed, progress, done))
-            if progress is not None
-            else None
-        )
-        try:
-            async with fake.client() as client:
-                started = await client.streams.start(
-                    call.call_uuid, url, bidirectional=True, content_type=f"audio/x-l16;rate={RATE}"
+    done = asyncio.Event()
+    ticker = (
+        asyncio.create_task(_progress(agent, CALL_SECONDS / speed, progress, done))
+        if progress is not None
+        else None
+    )
+    try:
+        async with serve(agent, "127.0.0.1", 0, path="/media", token=secret) as server:
+            if provider == "signalwire":
+                session, peer, report, requests, streams = await _signalwire_call(
+                    agent, server.url, secret, speed
                 )
-                session = await started.session(server, timeout=10)
-                peer = await call.next_peer()
-                report = await peer.wait_closed()
-                await session.wait_closed()
-                streams = [s async for s in client.streams.iterate(call.call_uuid)]
-        finally:
-            done.set()
-            if ticker is not None:
-                await ticker
-        stats = session.stats
+            else:
+                session, peer, report, requests, streams = await _vobiz_call(
+                    server.url, secret, speed, server
+                )
+    finally:
+        done.set()
+        if ticker is not None:
+            await ticker
+    stats = session.stats
     wav = out_dir / "call.wav"
     result = DemoReport(
         call_seconds=CALL_SECONDS,
@@ -226,14 +244,74 @@ async def run_demo(
         clear_round_trip_ms=[round(v, 2) for v in stats.clear_round_trip_ms],
         malformed_frames=stats.malformed,
         dropped_frames=stats.dropped_frames,
-        rest_requests=[f"{r.method} {r.path}" for r in fake.requests],
-        streams_listed=[f"{s.stream_id} {s.status}" for s in streams],
+        rest_requests=requests,
+        streams_listed=streams,
         recording=str(wav),
         html_report=str(out_dir / "call.html"),
     )
     stereo = interleave_stereo(peer.caller_pcm, peer.heard_pcm)
     await asyncio.to_thread(_write_outputs, out_dir, stereo, result, agent.trace)
     return result
+
+
+class _Peer(Protocol):
+    @property
+    def caller_pcm(self) -> bytes: ...
+
+    @property
+    def heard_pcm(self) -> bytes: ...
+
+
+_Call = tuple[StreamSession, _Peer, PeerReport, list[str], list[str]]
+
+
+async def _vobiz_call(url: str, secret: str, speed: float, server: MediaServer) -> _Call:
+    """A REST-started bidirectional stream on FakeVobiz, bound by ``stream_id``."""
+    async with FakeVobiz() as fake:
+        call = fake.call(audio=caller_script(), audio_rate=RATE, seconds=CALL_SECONDS, speed=speed)
+        signed = sign_stream_url(url, secret, call.call_uuid, ttl=300)
+        async with fake.client() as client:
+            started = await client.streams.start(
+                call.call_uuid, signed, bidirectional=True, content_type=f"audio/x-l16;rate={RATE}"
+            )
+            session = await started.session(server, timeout=10)
+            peer = await call.next_peer()
+            report = await peer.wait_closed()
+            await session.wait_closed()
+            streams = [s async for s in client.streams.iterate(call.call_uuid)]
+        requests = [f"{r.method} {r.path}" for r in fake.requests]
+    return session, peer, report, requests, [f"{s.stream_id} {s.status}" for s in streams]
+
+
+async def _signalwire_call(agent: DemoAgent, url: str, secret: str, speed: float) -> _Call:
+    """A ``<Connect><Stream codec="L16@16000h">`` call on FakeSignalWire; the signed
+    per-call token rides as the URL's last path segment (no query string on compat)."""
+    call_sid = str(uuid.uuid4())
+    stream_url = url.replace("ws://", "wss://", 1) + "/" + sign_token(secret, call_sid, ttl=300)
+    xml = (
+        ResponseBuilder()
+        .connect_stream(stream_url, codec="L16@16000h", name="demo-agent")
+        .hangup()
+        .to_xml()
+    )
+    async with FakeSignalWire() as fake:
+        call = fake.call(
+            call_sid,
+            audio=caller_script(),
+            audio_rate=RATE,
+            seconds=CALL_SECONDS,
+            speed=speed,
+            answer_xml=xml,
+        )
+        peer = await call.next_peer()
+        report = await peer.wait_closed()
+        await call.wait_done(timeout=30)
+        session = agent.session
+        assert session is not None, "the agent never got the stream"
+        await session.wait_closed()
+        streams = [f"{s.sid} {s.status}" for s in fake.streams.values()]
+        requests = [f"{r.method} {r.path}" for r in fake.requests]
+    return session, peer, report, requests, streams
 
 
 def _write_outputs(
@@ -262,7 +340,10 @@ def format_report(report: DemoReport) -> str:
         f"  caller heard           {report.caller_heard_ms:.0f} ms"
         f" ({report.cleared_unheard_ms:.0f} ms flushed by barge-in)",
         "  clear round trip       "
-        + (", ".join(f"{v:.2f} ms" for v in report.clear_round_trip_ms) or "no barge-in"),
+        + (
+            ", ".join(f"{v:.2f} ms" for v in report.clear_round_trip_ms)
+            or ("not acknowledged (compat)" if report.cleared_unheard_ms else "no barge-in")
+        ),
         f"  malformed / dropped    {report.malformed_frames} / {report.dropped_frames}",
         f"  recording              {report.recording} (left: caller, right: agent as heard)",
         f"  call report            {report.html_report} (open it in a browser)",

@@ -1,21 +1,85 @@
-"""Small HTTP helpers shared by the REST clients (no client state here).
+"""What the REST clients (Vobiz, SignalWire) share: timeouts, retries, the lifecycle.
 
-The SignalWire client uses them; ``VobizClient`` has private equivalents that could
-move here (left to its owner).
+``Timeouts`` and ``RetryPolicy`` are public through ``vobiz_async.client``.
 """
 
 from __future__ import annotations
 
 import email.utils
 import json
+import random
 import time
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
 
-from .client import RetryPolicy, Timeouts
-from .errors import ValidationError
+import aiohttp
 
-__all__ = ["coerce_retry", "coerce_timeouts", "parse_body", "retry_after_header"]
+from .errors import StreamClosedError, ValidationError
+
+__all__ = [
+    "HttpResource",
+    "RetryPolicy",
+    "Timeouts",
+    "coerce_retry",
+    "coerce_timeouts",
+    "parse_body",
+    "retry_after_header",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """HTTP timeouts in seconds. Defaults are those of Vobiz's own samples (spec 2.8).
+
+    Attributes:
+        connect: to establish the connection.
+        total: for the whole request, including reading the body.
+    """
+
+    connect: float = 5.0
+    total: float = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """When and how requests are retried.
+
+    GET and DELETE are retried on connection errors, timeouts, 429 and 5xx; a 429 on
+    POST is retried too (a rate-limited request created nothing). Delays grow
+    exponentially (``base * 2**attempt``, capped at ``max_delay``) with up to
+    ``jitter`` (a fraction) added at random; a ``Retry-After`` from Vobiz wins, capped
+    at ``max_retry_after``.
+
+    Attributes:
+        attempts: total tries per request, first one included (1 disables retries).
+        base_delay, max_delay: the exponential backoff, in seconds.
+        jitter: random extra fraction of each delay.
+        max_retry_after: the longest Retry-After honoured, in seconds.
+        retry_statuses: statuses that may succeed if repeated (429 and every 5xx by
+            default); an error's ``retryable`` says whether its status is in this set.
+        reconcile_delay: when a start's outcome is unclear and the first list shows
+            no matching stream, seconds to wait before listing once more (a creation
+            still in flight shows up late), 1 s by default.
+    """
+
+    attempts: int = 4
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+    jitter: float = 0.5
+    max_retry_after: float = 30.0
+    retry_statuses: frozenset[int] = field(
+        default_factory=lambda: frozenset({429, *range(500, 600)})
+    )
+    reconcile_delay: float = 1.0
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before try number ``attempt + 1`` (``attempt`` counts from 0)."""
+        if retry_after is not None:
+            return min(max(0.0, retry_after), self.max_retry_after)
+        base: float = min(self.max_delay, self.base_delay * 2.0**attempt)
+        return base * (1 + self.jitter * random.random())
 
 
 def coerce_timeouts(value: Timeouts | float | None) -> Timeouts:
@@ -72,3 +136,54 @@ def retry_after_header(headers: Mapping[str, str]) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+class HttpResource:
+    """An ``async with`` REST client's lifecycle: its own or the caller's aiohttp
+    session, closed once, refused after close.
+
+    Subclasses set :attr:`name` (for the error message) and may override
+    :meth:`_new_session`.
+    """
+
+    name = "client"
+
+    def __init__(self, session: aiohttp.ClientSession | None) -> None:
+        self._session = session
+        self._owns_session = session is None
+        self._closed = False
+
+    async def __aenter__(self) -> Self:
+        self._ensure_open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the client (and its own HTTP session). Later use raises."""
+        self._closed = True
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+        self._session = None
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def _new_session(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession()
+
+    def _ensure_open(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise StreamClosedError(f"the {self.name} is closed")
+        if self._session is None:
+            self._session = self._new_session()
+            self._owns_session = True
+        return self._session

@@ -58,6 +58,10 @@ class CallbackLimits:
         replay_window: seconds a nonce is remembered (the spec's "~5 min", 5.4).
         shutdown_grace: seconds ``close()`` waits for running ``on_event`` calls before
             cancelling them.
+        route_wait: seconds a callback for a stream the server does not know yet waits
+            for that stream's session before it is given up (counted in ``unrouted``):
+            ``StartStream`` is posted when the socket connects and can overtake the
+            stream's ``start`` frame.
     """
 
     max_body_bytes: int = 64 * 1024
@@ -67,6 +71,7 @@ class CallbackLimits:
     max_nonces: int = 100_000
     replay_window: float = 300.0
     shutdown_grace: float = 5.0
+    route_wait: float = 5.0
 
     def __post_init__(self) -> None:
         for name in ("max_body_bytes", "max_form_fields", "max_pending", "history_per_session"):
@@ -74,6 +79,8 @@ class CallbackLimits:
                 raise ValueError(f"{name} must be at least 1")
         if self.max_nonces < 1 or self.replay_window <= 0 or self.shutdown_grace < 0:
             raise ValueError("max_nonces and replay_window must be positive, grace >= 0")
+        if self.route_wait < 0:
+            raise ValueError("route_wait must be >= 0")
 
 
 def mark_as_coroutine_function(handler: object) -> None:
@@ -230,6 +237,8 @@ class CallbackStats:
         bad_request: 400 (not UTF-8, too many fields, no event field) and 405.
         too_large: 413.
         history_trimmed: old entries removed from sessions' ``status_callbacks``.
+        unrouted: callbacks for a stream whose session never showed up (``route_wait``),
+            or that could not wait because ``max_pending`` were already waiting.
         handler_errors: ``on_event`` calls that raised (logged).
         cancelled_at_close: ``on_event`` calls cancelled by ``close()`` after the grace.
         pending: ``on_event`` calls running now.
@@ -243,6 +252,7 @@ class CallbackStats:
     bad_request: int
     too_large: int
     history_trimmed: int
+    unrouted: int
     handler_errors: int
     cancelled_at_close: int
     pending: int
@@ -275,6 +285,8 @@ class WebhookHandler(Generic[T]):
         self._bad_request = 0
         self._too_large = 0
         self._history_trimmed = 0
+        self._unrouted = 0
+        self._route_waits: set[asyncio.Task[None]] = set()
         mark_as_coroutine_function(self)
 
     @property
@@ -290,6 +302,7 @@ class WebhookHandler(Generic[T]):
             bad_request=self._bad_request,
             too_large=self._too_large,
             history_trimmed=self._history_trimmed,
+            unrouted=self._unrouted,
             handler_errors=d.handler_errors,
             cancelled_at_close=d.cancelled_at_close,
             pending=self._dispatcher.pending,
@@ -307,6 +320,10 @@ class WebhookHandler(Generic[T]):
     async def close(self) -> None:
         """Answer 503 from now on; wait ``limits.shutdown_grace`` s for running
         ``on_event`` calls, then cancel and await the rest."""
+        for task in list(self._route_waits):
+            task.cancel()
+        if self._route_waits:
+            await asyncio.gather(*self._route_waits, return_exceptions=True)
         await self._dispatcher.close(self.limits.shutdown_grace)
 
     def _reply(self, status: int, text: str) -> web.Response:
@@ -339,7 +356,33 @@ class WebhookHandler(Generic[T]):
             return
         session: _Session | None = self._server.get_session(stream_id)
         if session is None:
+            wait = getattr(self._server, "wait_for_session", None)
+            if (
+                wait is None
+                or self.limits.route_wait <= 0
+                or (len(self._route_waits) >= self.limits.max_pending)
+            ):
+                self._unrouted += 1
+                return
+            task = asyncio.get_running_loop().create_task(self._route_later(stream_id, event))
+            self._route_waits.add(task)
+            task.add_done_callback(self._route_waits.discard)
             return
+        self._deliver(session, event)
+
+    async def _route_later(self, stream_id: str, event: StatusCallbackReceived) -> None:
+        """Wait up to ``limits.route_wait`` for the stream's session, then deliver."""
+        assert self._server is not None
+        try:
+            session = await self._server.wait_for_session(  # type: ignore[attr-defined]
+                stream_id, timeout=self.limits.route_wait
+            )
+        except TimeoutError:
+            self._unrouted += 1
+            return
+        self._deliver(session, event)
+
+    def _deliver(self, session: _Session, event: StatusCallbackReceived) -> None:
         session.deliver_status_callback(event)
         history = session.status_callbacks
         excess = len(history) - self.limits.history_per_session

@@ -27,6 +27,7 @@ from .errors import APIError, TransportError, ValidationError, VobizError
 
 if TYPE_CHECKING:
     from .cluster import Cluster
+    from .session import StreamSession
 
 __all__ = ["build_parser", "main"]
 
@@ -181,14 +182,16 @@ def _configure_logging(args: argparse.Namespace, worker: str) -> None:
     logging.getLogger("vobiz_async.server.websocket").setLevel(max(level, logging.WARNING))
 
 
-async def _serve(args: argparse.Namespace) -> None:
-    if args.workers > 1:
-        await _serve_workers(args)
-        return
+def _call_handler(
+    args: argparse.Namespace, worker: str | None = None
+) -> Callable[[StreamSession], Awaitable[None]]:
+    """The handler ``serve`` and ``app`` run per stream: echo (``--echo``), record
+    (``--record DIR``), and print one JSON summary line when the call ends (with
+    ``worker``, default the pid)."""
+    worker = worker or str(os.getpid())
     from .errors import StreamClosedError
     from .events import AudioReceived
     from .recording import save_recording
-    from .server import StreamSession, serve
 
     record_dir = Path(args.record) if args.record else None
     if record_dir is not None:
@@ -216,6 +219,7 @@ async def _serve(args: argparse.Namespace) -> None:
                 "worker": worker,
                 "stream_id": session.stream_id,
                 "call_id": session.call_id,
+                "provider": session.provider,
                 "format": session.inbound_format.content_type,
                 "close_code": session.close_code,
                 "stats": asdict(session.stats),
@@ -237,10 +241,20 @@ async def _serve(args: argparse.Namespace) -> None:
                     summary["recording_error"] = f"{type(exc).__name__}: {exc}"
             _print_json_line(summary)
 
+    return handler
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    if args.workers > 1:
+        await _serve_workers(args)
+        return
+    from .server import serve
+
     server_ssl = _server_ssl(args)
     cluster = _cluster(args.cluster) if args.cluster else None
     worker = cluster.worker_id if cluster is not None else str(os.getpid())
     _configure_logging(args, worker)
+    handler = _call_handler(args, worker)
     async with (
         contextlib.AsyncExitStack() as stack,
         serve(
@@ -250,8 +264,9 @@ async def _serve(args: argparse.Namespace) -> None:
             path=args.path,
             token=args.token,
             l16_byte_order=args.l16_byte_order,
+            provider=args.provider,
             cluster=cluster,
-            record=record_dir is not None,
+            record=bool(args.record),
             ssl=server_ssl,
             reuse_port=args.worker_child,
             worker=worker,
@@ -289,6 +304,7 @@ def _worker_argv(args: argparse.Namespace, port: int) -> list[str]:
     argv += ["--host", args.host, "--port", str(port), "--path", args.path]
     argv += ["--l16-byte-order", args.l16_byte_order, "--grace", str(args.grace)]
     argv += ["--log-format", args.log_format, "--log-level", args.log_level]
+    argv += ["--provider", args.provider]
     for flag, value in (
         ("--token", args.token),
         ("--record", args.record),
@@ -386,7 +402,7 @@ def _print_json_line(value: Any) -> None:
 
 
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    srv = sub.add_parser("serve", help="run a media server for Vobiz to dial")
+    srv = sub.add_parser("serve", help="run a media server for Vobiz (or SignalWire, Twilio)")
     srv.add_argument("--host", default="127.0.0.1")
     srv.add_argument("--port", type=int, default=8765, help="0 picks a free port")
     srv.add_argument("--path", default="/")
@@ -399,6 +415,12 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "stream id; the ids are in the WAV's metadata and the summary line)",
     )
     srv.add_argument("--l16-byte-order", choices=["little", "big", "auto"], default="little")
+    srv.add_argument(
+        "--provider",
+        choices=["auto", "vobiz", "signalwire", "twilio"],
+        default="auto",
+        help="the media dialect; auto (default) tells Vobiz from SignalWire/Twilio per stream",
+    )
     srv.add_argument("--grace", type=float, default=5.0, help="shutdown grace in seconds")
     srv.add_argument("--cluster", metavar="REDIS_URL", help="register sessions in this Redis")
     srv.add_argument("--certfile", help="TLS certificate chain (PEM): serve wss://")
@@ -427,6 +449,57 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+async def _app(args: argparse.Namespace) -> None:
+    from aiohttp import web
+
+    from .app import create_app
+
+    app = create_app(
+        _call_handler(args),
+        token=args.token,
+        auth_token=args.app_auth_token or args.auth_token,
+        public_url=args.public_url,
+        record=bool(args.record),
+        l16_byte_order=args.l16_byte_order,
+        shutdown_grace=args.grace,
+    )
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, args.host, args.port)
+        await site.start()
+        server = site._server
+        port = server.sockets[0].getsockname()[1] if server is not None else args.port  # type: ignore[attr-defined]
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        sys.stdout.write(f"listening on http://{host}:{port}\n")
+        sys.stdout.flush()
+        await _wait_for_signal()
+    finally:
+        await runner.cleanup()
+
+
+def _add_app(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    app = sub.add_parser(
+        "app",
+        help="run a one-port agent app: answer URL (/answer), status callbacks "
+        "(/vobiz/stream-status) and the media WebSocket (/media)",
+    )
+    app.add_argument("--host", default="127.0.0.1")
+    app.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+    app.add_argument("--token", help="media secret: the answer URL hands out signed URLs")
+    app.add_argument(
+        "--auth-token",
+        dest="app_auth_token",
+        help="Vobiz Auth Token: callbacks must be signed with it",
+    )
+    app.add_argument("--public-url", help="public https://host[:port] Vobiz reaches")
+    app.add_argument("--echo", action="store_true", help="play inbound audio straight back")
+    app.add_argument("--record", metavar="DIR", help="write one stereo WAV per call in DIR")
+    app.add_argument("--l16-byte-order", choices=["little", "big", "auto"], default="little")
+    app.add_argument("--grace", type=float, default=5.0, help="shutdown grace in seconds")
+    app.set_defaults(handler=_app)
 
 
 def _cluster(url: str) -> Cluster:
@@ -483,7 +556,7 @@ async def _emulate(args: argparse.Namespace) -> Any:
     if not args.ws_url:
         raise ValidationError("ws_url", "give the WebSocket URL to dial (or --rest-only)")
     from .codec import read_wav, write_wav
-    from .testing import MediaPeer, speech_like
+    from .testing import CompatMediaPeer, MediaPeer, speech_like
 
     if args.audio:
         wav = read_wav(args.audio)
@@ -491,21 +564,38 @@ async def _emulate(args: argparse.Namespace) -> Any:
     else:
         rate = 16000
         audio = speech_like(args.seconds or 10.0, rate)
-    peer = MediaPeer(
-        args.ws_url,
-        audio=audio,
-        audio_rate=rate,
-        content_type=args.content_type,
-        shape=args.shape,
-        l16_byte_order=args.l16_byte_order,
-        seconds=args.seconds,
-        speed=args.speed,
-        strict=not args.lenient,
-    )
+    peer: MediaPeer | CompatMediaPeer
+    if args.provider == "vobiz":
+        if args.codec is not None or args.bearer_token is not None:
+            option = "codec" if args.codec is not None else "bearer_token"
+            raise ValidationError(option, "is for --provider signalwire or twilio")
+        peer = MediaPeer(
+            args.ws_url,
+            audio=audio,
+            audio_rate=rate,
+            content_type=args.content_type,
+            shape=args.shape,
+            l16_byte_order=args.l16_byte_order,
+            seconds=args.seconds,
+            speed=args.speed,
+            strict=not args.lenient,
+        )
+    else:
+        peer = CompatMediaPeer(
+            args.ws_url,
+            audio=audio,
+            audio_rate=rate,
+            codec=args.codec or "PCMU@8000h",
+            twilio=args.provider == "twilio",
+            seconds=args.seconds,
+            speed=args.speed,
+            bearer_token=args.bearer_token,
+            strict=not args.lenient,
+        )
     report = await peer.wait_closed()
     if report.connect_error is not None:
         raise TransportError(f"could not connect to {args.ws_url}: {report.connect_error}")
-    result: dict[str, Any] = asdict(report)
+    result: dict[str, Any] = {"provider": args.provider, **asdict(report)}
     if args.record:
         from .codec import interleave_stereo
 
@@ -535,16 +625,32 @@ async def _emulate_rest(args: argparse.Namespace) -> None:
 async def _demo(args: argparse.Namespace) -> None:
     from ._demo import format_report, run_demo
 
-    report = await run_demo(Path(args.out), speed=args.speed)
+    report = await run_demo(Path(args.out), speed=args.speed, provider=args.provider)
     sys.stdout.write(format_report(report) + "\n")
 
 
 def _add_emulator(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     emu = sub.add_parser(
         "emulate",
-        help="dial WS_URL as Vobiz would, with a caller's audio; or --rest-only",
+        help="dial WS_URL as Vobiz (or SignalWire, Twilio) would, with a caller's audio;"
+        " or --rest-only",
     )
     emu.add_argument("ws_url", nargs="?")
+    emu.add_argument(
+        "--provider",
+        choices=["vobiz", "signalwire", "twilio"],
+        default="vobiz",
+        help="whose media stream to emulate (default vobiz)",
+    )
+    emu.add_argument(
+        "--codec",
+        choices=["PCMU@8000h", "L16@16000h", "L16@24000h"],
+        help="signalwire/twilio: the stream's format (default PCMU@8000h; Twilio: PCMU only)",
+    )
+    emu.add_argument(
+        "--bearer-token",
+        help="signalwire/twilio: sent as 'Authorization: Bearer' on the upgrade",
+    )
     emu.add_argument(
         "--rest-only",
         action="store_true",
@@ -555,10 +661,10 @@ def _add_emulator(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     emu.add_argument(
         "--lenient",
         action="store_true",
-        help="obey commands live Vobiz would refuse (no streamId, string sampleRate...)",
+        help="obey commands the live platform would refuse (no streamId, string sampleRate...)",
     )
     emu.add_argument("--audio", help="16-bit WAV of what the caller says (default: speech-like)")
-    emu.add_argument("--content-type", default="audio/x-mulaw;rate=8000")
+    emu.add_argument("--content-type", default="audio/x-mulaw;rate=8000", help="vobiz only")
     emu.add_argument("--seconds", type=float, help="call length (default: the audio's)")
     emu.add_argument("--shape", choices=["nested", "flat"], default="nested")
     emu.add_argument("--l16-byte-order", choices=["little", "big"], default="little")
@@ -568,6 +674,12 @@ def _add_emulator(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     demo = sub.add_parser("demo", help="an emulated call against an example agent, on loopback")
     demo.add_argument("--out", default="demo-output", help="where call.wav and report.json go")
     demo.add_argument("--speed", type=float, default=1.0, help=argparse.SUPPRESS)
+    demo.add_argument(
+        "--provider",
+        choices=["vobiz", "signalwire"],
+        default="vobiz",
+        help="signalwire: the same agent on an emulated <Connect><Stream> call (L16 16 kHz)",
+    )
     demo.set_defaults(handler=_demo)
 
 
@@ -744,6 +856,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_streams(sub)
     _add_serve(sub)
+    _add_app(sub)
     _add_emulator(sub)
     _add_callbacks(sub)
     _add_signalwire(sub)

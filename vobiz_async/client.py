@@ -22,23 +22,29 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import email.utils
 import json as json_module
 import logging
 import os
-import random
-import time
 import urllib.parse
+import zlib
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
-from types import TracebackType
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import aiohttp
 import pydantic
 
 from . import __name__ as _package
+from ._http import (
+    HttpResource,
+    RetryPolicy,
+    Timeouts,
+    coerce_retry,
+    coerce_timeouts,
+    retry_after_header,
+)
 from ._rules import check_safe_id
+from ._version import __version__
 from .errors import (
     APIError,
     InvalidRequestError,
@@ -51,7 +57,6 @@ from .errors import (
     RestError,
     ServerError,
     StartOutcomeUnknownError,
-    StreamClosedError,
     TransportError,
     ValidationError,
     api_error_for_status,
@@ -68,61 +73,7 @@ __all__ = [
 ]
 
 DEFAULT_BASE_URL = "https://api.vobiz.ai"
-_VERSION = "0.1.0"
 log = logging.getLogger(f"{_package}.client")
-
-
-@dataclass(frozen=True, slots=True)
-class Timeouts:
-    """HTTP timeouts in seconds. Defaults are those of Vobiz's own samples (spec 2.8).
-
-    Attributes:
-        connect: to establish the connection.
-        total: for the whole request, including reading the body.
-    """
-
-    connect: float = 5.0
-    total: float = 20.0
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """When and how requests are retried.
-
-    GET and DELETE are retried on connection errors, timeouts, 429 and 5xx; a 429 on
-    POST is retried too (a rate-limited request created nothing). Delays grow
-    exponentially (``base * 2**attempt``, capped at ``max_delay``) with up to
-    ``jitter`` (a fraction) added at random; a ``Retry-After`` from Vobiz wins, capped
-    at ``max_retry_after``.
-
-    Attributes:
-        attempts: total tries per request, first one included (1 disables retries).
-        base_delay, max_delay: the exponential backoff, in seconds.
-        jitter: random extra fraction of each delay.
-        max_retry_after: the longest Retry-After honoured, in seconds.
-        retry_statuses: statuses that may succeed if repeated (429 and every 5xx by
-            default); an error's ``retryable`` says whether its status is in this set.
-        reconcile_delay: when a start's outcome is unclear and the first list shows
-            no matching stream, seconds to wait before listing once more (a creation
-            still in flight shows up late), 1 s by default.
-    """
-
-    attempts: int = 4
-    base_delay: float = 0.5
-    max_delay: float = 8.0
-    jitter: float = 0.5
-    max_retry_after: float = 30.0
-    retry_statuses: frozenset[int] = field(
-        default_factory=lambda: frozenset({429, *range(500, 600)})
-    )
-    reconcile_delay: float = 1.0
-
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        """Seconds to wait before try number ``attempt + 1`` (``attempt`` counts from 0)."""
-        if retry_after is not None:
-            return min(max(0.0, retry_after), self.max_retry_after)
-        base: float = min(self.max_delay, self.base_delay * 2.0**attempt)
-        return base * (1 + self.jitter * random.random())
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,43 +110,16 @@ class _Response:
 
 
 def _retry_after(headers: Mapping[str, str], body: Any) -> float | None:
-    value = headers.get("Retry-After")
-    if value:
-        try:
-            return float(value)
-        except ValueError:
-            try:
-                when = email.utils.parsedate_to_datetime(value)
-            except (TypeError, ValueError):
-                when = None
-            if when is not None:
-                return max(0.0, when.timestamp() - time.time())
+    """``Retry-After`` (seconds or an HTTP date), else the envelope's ``retryAfter``."""
+    seconds_header = retry_after_header(headers)
+    if seconds_header is not None:
+        return seconds_header
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         details = body["error"].get("details")
         seconds = details.get("retryAfter") if isinstance(details, dict) else None
         if isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
             return float(seconds)
     return None
-
-
-def _timeouts(value: Timeouts | float | None) -> Timeouts:
-    if value is None:
-        return Timeouts()
-    if isinstance(value, Timeouts):
-        return value
-    if isinstance(value, bool) or value <= 0:
-        raise ValidationError("timeout", "must be positive seconds or a Timeouts value")
-    return Timeouts(connect=min(5.0, float(value)), total=float(value))
-
-
-def _retry_policy(value: RetryPolicy | int | None) -> RetryPolicy:
-    if value is None:
-        return RetryPolicy()
-    if isinstance(value, RetryPolicy):
-        return value
-    if isinstance(value, bool) or value < 1:
-        raise ValidationError("retry", "attempts must be at least 1, or a RetryPolicy value")
-    return RetryPolicy(attempts=value)
 
 
 def _error_from(resp: _Response, method: str, url: str, retry_statuses: frozenset[int]) -> APIError:
@@ -232,7 +156,7 @@ def _error_from(resp: _Response, method: str, url: str, retry_statuses: frozense
     return cls(resp.status, message, **kwargs)
 
 
-class VobizClient:
+class VobizClient(HttpResource):
     """The Vobiz REST client. Use as ``async with VobizClient(...) as client:``.
 
     Args:
@@ -250,6 +174,8 @@ class VobizClient:
     Raises:
         ValidationError: no credentials given and none in the environment.
     """
+
+    name = "VobizClient"
 
     def __init__(
         self,
@@ -272,55 +198,25 @@ class VobizClient:
         self._auth_token = auth_token
         root = (base_url or os.environ.get("VOBIZ_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
         self.base_url = root if root.endswith("/api/v1") else root + "/api/v1"
-        self.timeout = _timeouts(timeout)
-        self.retry = _retry_policy(retry)
+        self.timeout = coerce_timeouts(timeout)
+        self.retry = coerce_retry(retry)
         self.limits = limits or RestLimits()
-        self._session = session
-        self._owns_session = session is None
-        self._closed = False
+        super().__init__(session)
         self.streams = StreamsAPI(self)
 
     def __repr__(self) -> str:
         return f"VobizClient(auth_id={self.auth_id!r}, base_url={self.base_url!r})"
 
-    async def __aenter__(self) -> VobizClient:
-        self._ensure_open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        """Close the client (and its own HTTP session). Later use raises."""
-        self._closed = True
-        if self._owns_session and self._session is not None:
-            await self._session.close()
-        self._session = None
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
-        return self._closed
-
-    def _ensure_open(self) -> aiohttp.ClientSession:
-        if self._closed:
-            raise StreamClosedError("the VobizClient is closed")
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
-            self._owns_session = True
-        return self._session
+    def _new_session(self) -> aiohttp.ClientSession:
+        # We inflate bodies ourselves, bounded (see _read_capped).
+        return aiohttp.ClientSession(auto_decompress=False)
 
     def _headers(self) -> dict[str, str]:
         return {
             "X-Auth-ID": self.auth_id,
             "X-Auth-Token": self._auth_token,
             "Accept": "application/json",
-            "User-Agent": f"vobiz-async/{_VERSION}",
+            "User-Agent": f"vobiz-async/{__version__}",
         }
 
     def call_path(self, call_uuid: str, *rest: str, stream_id: str | None = None) -> str:
@@ -379,7 +275,9 @@ class VobizClient:
                     headers=self._headers(),
                     timeout=client_timeout,
                 ) as raw:
-                    data = await _read_capped(raw, self.limits.max_body_bytes, method, url)
+                    data = await _read_capped(
+                        raw, self.limits.max_body_bytes, method, url, inflate=self._owns_session
+                    )
                     body, problem = _parse_body(data.decode("utf-8", "replace"))
                     resp = _Response(raw.status, body, dict(raw.headers), problem)
             except aiohttp.ConnectionTimeoutError:
@@ -414,20 +312,42 @@ class VobizClient:
             await asyncio.sleep(delay)
 
 
-async def _read_capped(raw: aiohttp.ClientResponse, cap: int, method: str, url: str) -> bytes:
-    """Read the (decoded) body, stopping one byte past ``cap``.
+async def _read_capped(
+    raw: aiohttp.ClientResponse, cap: int, method: str, url: str, *, inflate: bool
+) -> bytes:
+    """Read the decoded body, stopping one byte past ``cap``.
 
-    aiohttp decompresses in bounded steps with flow control, so reading ``cap + 1``
-    bytes keeps a gzip bomb from inflating in memory.
+    The client's own HTTP session does not let aiohttp decompress (how much memory
+    aiohttp's own decompression takes differs between its releases): a gzip or
+    deflate body is inflated here, at most ``cap + 1`` bytes, so a gzip bomb never
+    inflates in memory (``inflate``). With a session the caller passed in, aiohttp has
+    decoded the body already and it is read up to the same cap.
 
     Raises:
-        ResponseTooLargeError: more than ``cap`` bytes.
+        ResponseTooLargeError: more than ``cap`` bytes once decoded.
+        InvalidResponseError: a compressed body that does not inflate.
     """
+    encoding = raw.headers.get("Content-Encoding", "").strip().lower()
+    inflater = None
+    if inflate and encoding in ("gzip", "x-gzip", "deflate"):
+        inflater = zlib.decompressobj(47)  # gzip or zlib, from the header
     buf = bytearray()
     while len(buf) <= cap:
-        chunk = await raw.content.read(cap + 1 - len(buf))
+        chunk = await raw.content.read(64 * 1024)
         if not chunk:
+            if inflater is not None:
+                buf += inflater.flush()
+                if len(buf) > cap:
+                    break
             return bytes(buf)
+        if inflater is not None:
+            try:
+                chunk = inflater.decompress(chunk, cap + 1 - len(buf))
+            except zlib.error as exc:
+                raw.close()
+                raise InvalidResponseError(
+                    "bad-encoding", f"{encoding} body: {exc}", method=method, url=url
+                ) from None
         buf += chunk
     raw.close()
     raise ResponseTooLargeError(cap, method=method, url=url)

@@ -87,6 +87,7 @@ from .events import (
     MalformedFrame,
     PlaybackCheckpointReached,
     StreamStarted,
+    StreamStopped,
     UnknownEvent,
     json_string,
 )
@@ -412,6 +413,9 @@ class StreamProtocol:
             assert isinstance(parsed, compat.Connected)
             self.connected = parsed  # compat: the socket is up, start follows
         else:  # AudioCleared, DtmfReceived, StreamStopped
+            if isinstance(parsed, StreamStopped) and parsed.stream_id is None and self.started:
+                # SignalWire's stop names no stream (compat spec 4.3.6): it is ours.
+                parsed = replace(parsed, stream_id=self.started.stream_id)
             if kind is AudioCleared and self._clear_sent_at is not None and now is not None:
                 self.playout.clear_round_trip_ms.append((now - self._clear_sent_at) * 1000)
                 self._clear_sent_at = None

@@ -543,9 +543,16 @@ class MediaServer:
     @property
     def url(self) -> str:
         """``ws://HOST:PORT/PATH`` (``wss://`` with ``ssl``; or ``public_url`` + path when
-        configured)."""
+        configured).
+
+        Raises:
+            ValidationError: a server without a socket and without ``public_url`` (its
+                URL is the application's: pass ``base_url`` to :meth:`url_for`).
+        """
         if self.public_url is not None:
             return self.public_url + self.path
+        if self.host is None:
+            raise ValidationError("public_url", "a MediaServer without a socket has no URL")
         scheme = "wss" if self.ssl is not None else "ws"
         return f"{scheme}://{self.host}:{self.port}{self.path}"
 
@@ -627,6 +634,9 @@ class MediaServer:
             peer: the remote address (``(host, port)``), when the transport knows it.
         """
         stats = self.stats
+        if self._closing:  # adapters' routes outlive close(): no new streams after it
+            stats.rejected_limit += 1
+            return Admission(False, 503, "shutting down")
         if peer is not None and not self.address_allowed(peer):
             stats.rejected_ip += 1
             return Admission(False, 403, "address not allowed")

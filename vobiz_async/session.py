@@ -82,6 +82,9 @@ class SessionStats:
         unknown_events: well-formed frames with an ``event`` we do not know.
         media_in: audio frames decoded (after the per-frame bound,
             ``Limits.max_audio_frame_bytes``).
+        marks_after_clear, unknown_marks: compat streams: mark echoes of checkpoints a
+            clear had flushed (taken as cleared, compat spec 4.6), and marks for names we
+            never sent (counted, not fatal).
         dropped_frames: inbound audio frames dropped because the application fell behind.
         dropped_events: non-audio events dropped for the same reason.
         dropped_outbound_frames: our frames discarded unsent by a clear or a close.
@@ -100,6 +103,8 @@ class SessionStats:
     malformed_reasons: dict[str, int] = field(default_factory=dict)
     unknown_events: int = 0
     media_in: int = 0
+    marks_after_clear: int = 0
+    unknown_marks: int = 0
     dropped_frames: int = 0
     dropped_events: int = 0
     dropped_outbound_frames: int = 0
@@ -228,6 +233,7 @@ class StreamSession:
         self.recorder: CallRecorder | None = None
         self.trace: CallTrace | None = None
         self._observer: Callable[[InboundEvent], None] | None = None
+        self._released = False
 
     def observe(self, callback: Callable[[InboundEvent], None] | None) -> None:
         """Call ``callback`` with every event as it is queued for the application, on the
@@ -262,6 +268,12 @@ class StreamSession:
         return self.started.provider
 
     @property
+    def released(self) -> bool:
+        """Whether the server let go of the finished session's queue and recording
+        (closed, and its handler returned)."""
+        return self._released
+
+    @property
     def closed(self) -> bool:
         """Whether the stream has ended (closed by either side)."""
         return self._closed
@@ -279,6 +291,8 @@ class StreamSession:
             malformed_reasons=dict(proto.malformed_reasons),
             unknown_events=proto.unknown_events,
             media_in=proto.media_in,
+            marks_after_clear=proto.marks_after_clear,
+            unknown_marks=proto.unknown_marks,
             dropped_frames=self._dropped_frames,
             dropped_events=self._dropped_events,
             dropped_outbound_frames=proto.dropped_outbound,
@@ -294,9 +308,13 @@ class StreamSession:
 
     def deliver_status_callback(self, event: StatusCallbackReceived) -> None:
         """Make a status callback for this stream visible on the session: kept in
-        :attr:`status_callbacks` and queued as an event (even after the stream closed)."""
+        :attr:`status_callbacks` and, while the handler may still read the session,
+        queued as a :class:`StatusCallbackReceived` event (also after the stream closed:
+        ``DroppedStream`` comes then). Once the session is :attr:`released` only
+        :attr:`status_callbacks` keeps it."""
         self.status_callbacks.append(event.callback)
-        self._deliver(event)
+        if not self._released:
+            self._deliver(event)
 
     def record(self, sample_rate: int | None = None) -> CallRecorder:
         """Start recording both sides (caller left, agent as heard right).
@@ -524,6 +542,7 @@ class StreamSession:
         """Drop what a finished session no longer needs: only identity and stats stay
         (a closed session is kept a while to route late status callbacks). Called by
         the server once the stream has closed and its handler has returned."""
+        self._released = True
         self._queue.clear()
         self._other_sizes.clear()
         self._queued_audio_ms = 0.0

@@ -48,7 +48,7 @@ from ..events import (
     UnknownEvent,
     json_string,
 )
-from .vobiz import Media, MediaBody, as_int, malformed
+from .vobiz import Media, MediaBody, as_int, decode_object, dtmf_digit, malformed, opt_str
 
 __all__ = [
     "MEDIA_SUFFIX",
@@ -71,19 +71,12 @@ __all__ = [
     "stop_frame",
 ]
 
-_loads: Callable[[str | bytes], Any] = msgspec.json.Decoder().decode
-_DTMF_DIGITS = frozenset("0123456789*#ABCD")
-
 
 class Connected(msgspec.Struct, frozen=True):
     """The ``connected`` frame: the socket is up, ``start`` follows (compat spec 4.3.1)."""
 
     protocol: str | None = None
     version: str | None = None
-
-
-def _opt_str(value: object) -> str | None:
-    return value if isinstance(value, str) else None
 
 
 def _count(value: object) -> int | None:
@@ -130,7 +123,7 @@ def decode_media(frame: str | bytes) -> Media | None:
     """The hot path: a well-formed compat ``media`` frame as a :class:`Media`, or None."""
     try:
         wire = _decode_media_typed(frame)
-    except (msgspec.DecodeError, UnicodeEncodeError, RecursionError):
+    except (msgspec.DecodeError, UnicodeError, RecursionError):
         return None
     return _as_media(wire) if wire.event == "media" else None
 
@@ -151,7 +144,7 @@ def _media_tolerant(msg: dict[str, Any], frame: str | bytes, sid: str | None) ->
         event="media",
         media=MediaBody(
             payload=raw,
-            track=_opt_str(media.get("track")) or "inbound",
+            track=opt_str(media.get("track")) or "inbound",
             timestamp=timestamp if type(timestamp) in (int, str) else None,
             chunk=_count(media.get("chunk")),
         ),
@@ -237,15 +230,13 @@ def _dtmf(msg: dict[str, Any], frame: str | bytes, sid: str | None) -> Inbound:
     """Twilio ``{track, digit}``, SignalWire ``{digit, duration}`` (compat 4.3.4)."""
     body = msg.get("dtmf")
     body = body if isinstance(body, dict) else {}
-    digit = body.get("digit")
-    if type(digit) is int and 0 <= digit <= 9:
-        digit = str(digit)
-    if not isinstance(digit, str) or len(digit) != 1 or digit.upper() not in _DTMF_DIGITS:
+    digit = dtmf_digit(body.get("digit"))
+    if digit is None:
         return malformed("bad-field", frame, "dtmf.digit")
-    track = _opt_str(body.get("track"))
+    track = opt_str(body.get("track"))
     if track is not None and track.endswith("_track"):
         track = track[: -len("_track")]
-    return DtmfReceived(digit.upper(), track or "inbound", None, sid, as_int(body.get("duration")))
+    return DtmfReceived(digit, track or "inbound", None, sid, as_int(body.get("duration")))
 
 
 def _stop(msg: dict[str, Any], frame: str | bytes, sid: str | None) -> Inbound:
@@ -260,7 +251,7 @@ def _start_or_malformed(msg: dict[str, Any], frame: str | bytes, sid: str | None
 
 
 def _connected(msg: dict[str, Any], frame: str | bytes, sid: str | None) -> Inbound:
-    return Connected(_opt_str(msg.get("protocol")), _opt_str(msg.get("version")))
+    return Connected(opt_str(msg.get("protocol")), opt_str(msg.get("version")))
 
 
 _INBOUND: dict[str, Callable[[dict[str, Any], str | bytes, str | None], Inbound]] = {
@@ -273,28 +264,16 @@ _INBOUND: dict[str, Callable[[dict[str, Any], str | bytes, str | None], Inbound]
 }
 
 
-def _decode_object(frame: str | bytes, binary: bool) -> dict[str, Any] | MalformedFrame:
-    if binary:
-        return malformed("binary-frame", frame, "the platform sends text frames only")
-    try:
-        msg = _loads(frame)
-    except (msgspec.DecodeError, RecursionError, UnicodeEncodeError) as exc:
-        return malformed("invalid-json", frame, str(exc)[:200])
-    if type(msg) is not dict:
-        return malformed("not-an-object", frame, "expected a JSON object")
-    return msg
-
-
 def _unwrap(msg: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     """The message itself, or the one inside a ``rawEvent`` envelope (compat 4.4), and
     the best stream id: the message's own, else the envelope's, else ``start``'s."""
     envelope_sid = None
     if "event" not in msg and isinstance(msg.get("rawEvent"), dict):
-        envelope_sid = _opt_str(msg.get("streamSid"))
+        envelope_sid = opt_str(msg.get("streamSid"))
         msg = msg["rawEvent"]
-    sid = _opt_str(msg.get("streamSid")) or envelope_sid
+    sid = opt_str(msg.get("streamSid")) or envelope_sid
     if sid is None and isinstance(msg.get("start"), dict):
-        sid = _opt_str(msg["start"].get("streamSid"))
+        sid = opt_str(msg["start"].get("streamSid"))
     return msg, sid
 
 
@@ -304,7 +283,7 @@ def parse_inbound(frame: str | bytes, *, binary: bool = False) -> tuple[Inbound,
     Returns:
         The parsed message and its ``sequenceNumber`` as an integer (None if absent).
     """
-    decoded = _decode_object(frame, binary)
+    decoded = decode_object(frame, binary)
     if type(decoded) is MalformedFrame:
         return decoded, None
     assert isinstance(decoded, dict)
@@ -320,10 +299,7 @@ def parse_inbound(frame: str | bytes, *, binary: bool = False) -> tuple[Inbound,
 def looks_like_compat(frame: str | bytes) -> bool:
     """Whether a first frame is in this dialect: ``connected``, a ``start`` carrying a
     ``streamSid``, or a ``rawEvent`` envelope (the Vobiz ``start`` has ``streamId``)."""
-    try:
-        msg = _loads(frame)
-    except (msgspec.DecodeError, RecursionError, UnicodeEncodeError):
-        return False
+    msg = decode_object(frame, False)
     if type(msg) is not dict:
         return False
     if "event" not in msg and isinstance(msg.get("rawEvent"), dict):
@@ -394,12 +370,12 @@ def parse_command(
         The command (or what went wrong; anything but ``media``/``mark``/``clear`` is
         an :class:`UnknownEvent`, Twilio's protocol error 31924) and its sequence number.
     """
-    decoded = _decode_object(frame, binary)
+    decoded = decode_object(frame, binary)
     if type(decoded) is MalformedFrame:
         return decoded, None
     assert isinstance(decoded, dict)
     msg = decoded
-    sid = _opt_str(msg.get("streamSid")) or ""
+    sid = opt_str(msg.get("streamSid")) or ""
     event = msg.get("event")
     seq = _count(msg.get("sequenceNumber"))
     if event == "media":

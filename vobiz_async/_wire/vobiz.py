@@ -54,9 +54,12 @@ __all__ = [
     "as_int",
     "cleared_frame",
     "decode_media",
+    "decode_object",
+    "dtmf_digit",
     "dtmf_frame",
     "malformed",
     "media_frame",
+    "opt_str",
     "parse_command",
     "parse_extra_headers",
     "parse_inbound",
@@ -89,8 +92,18 @@ def as_int(value: object) -> int | None:
     return None
 
 
-def _opt_str(value: object) -> str | None:
+def opt_str(value: object) -> str | None:
+    """``value`` if it is a string, else None (fields are read defensively)."""
     return value if isinstance(value, str) else None
+
+
+def dtmf_digit(value: object) -> str | None:
+    """A DTMF digit (``0-9``, ``*``, ``#``, ``A-D``; an int 0-9 is taken), or None."""
+    if type(value) is int and 0 <= value <= 9:
+        value = str(value)
+    if not isinstance(value, str) or len(value) != 1 or value.upper() not in _DTMF_DIGITS:
+        return None
+    return value.upper()
 
 
 # ------------------------------------------------------------------------ inbound: media
@@ -124,7 +137,7 @@ def decode_media(frame: str | bytes) -> Media | None:
     """The hot path: a well-formed ``media`` frame, or None (then use :func:`parse_inbound`)."""
     try:
         wire = _decode_media_typed(frame)
-    except (msgspec.DecodeError, UnicodeEncodeError, RecursionError):
+    except (msgspec.DecodeError, UnicodeError, RecursionError):
         return None
     return wire if wire.event == "media" else None
 
@@ -151,14 +164,14 @@ def _media_tolerant(msg: dict[str, Any], frame: str | bytes) -> Media | Malforme
         event="media",
         media=MediaBody(
             payload=raw,
-            track=_opt_str(media.get("track")) or "inbound",
+            track=opt_str(media.get("track")) or "inbound",
             timestamp=timestamp if type(timestamp) in (int, str) else None,
             chunk=as_int(media.get("chunk")),
-            contentType=_opt_str(media.get("contentType")),
+            contentType=opt_str(media.get("contentType")),
             sampleRate=rate,
         ),
         sequenceNumber=as_int(msg.get("sequenceNumber")),
-        streamId=_opt_str(msg.get("streamId")),
+        streamId=opt_str(msg.get("streamId")),
     )
 
 
@@ -199,7 +212,7 @@ def parse_extra_headers(raw: object) -> tuple[str | None, dict[str, str]]:
     text = str(raw)
     try:
         parsed = _loads(text)
-    except (msgspec.DecodeError, RecursionError, UnicodeEncodeError):
+    except (msgspec.DecodeError, RecursionError, UnicodeError):
         parsed = None
     if isinstance(parsed, dict):
         return text, {str(k): str(v) for k, v in parsed.items()}
@@ -281,28 +294,26 @@ def _played(msg: dict[str, Any], frame: str | bytes) -> Inbound:
     if type(name) is not str:
         return malformed("missing-field", frame, "name")
     return PlaybackCheckpointReached(
-        name, True, _opt_str(msg.get("streamId")), as_int(msg.get("sequenceNumber"))
+        name, True, opt_str(msg.get("streamId")), as_int(msg.get("sequenceNumber"))
     )
 
 
 def _cleared(msg: dict[str, Any], frame: str | bytes) -> Inbound:
-    return AudioCleared(_opt_str(msg.get("streamId")), as_int(msg.get("sequenceNumber")))
+    return AudioCleared(opt_str(msg.get("streamId")), as_int(msg.get("sequenceNumber")))
 
 
 def _dtmf(msg: dict[str, Any], frame: str | bytes) -> Inbound:
     """Body presumed Plivo-identical; the digit is read defensively (spec 4.3.6)."""
     body = msg.get("dtmf")
     body = body if isinstance(body, dict) else {}
-    digit = body.get("digit", msg.get("digit"))
-    if type(digit) is int and 0 <= digit <= 9:
-        digit = str(digit)
-    if not isinstance(digit, str) or len(digit) != 1 or digit.upper() not in _DTMF_DIGITS:
+    digit = dtmf_digit(body.get("digit", msg.get("digit")))
+    if digit is None:
         return malformed("bad-field", frame, "dtmf.digit")
     return DtmfReceived(
-        digit.upper(),
-        _opt_str(body.get("track")),
+        digit,
+        opt_str(body.get("track")),
         as_int(body.get("timestamp", msg.get("timestamp"))),
-        _opt_str(msg.get("streamId")),
+        opt_str(msg.get("streamId")),
     )
 
 
@@ -312,7 +323,7 @@ def _stop(msg: dict[str, Any], frame: str | bytes) -> Inbound:
     reason = msg.get("reason")
     if reason is None and isinstance(inner, dict):
         reason = inner.get("reason")
-    return StreamStopped(_opt_str(msg.get("streamId")), _opt_str(reason))
+    return StreamStopped(opt_str(msg.get("streamId")), opt_str(reason))
 
 
 def _start_or_malformed(msg: dict[str, Any], frame: str | bytes) -> Inbound:
@@ -332,12 +343,14 @@ _INBOUND: dict[str, Callable[[dict[str, Any], str | bytes], Inbound]] = {
 }
 
 
-def _decode_object(frame: str | bytes, binary: bool) -> dict[str, Any] | MalformedFrame:
+def decode_object(frame: str | bytes, binary: bool) -> dict[str, Any] | MalformedFrame:
+    """One frame as a JSON object, or why it is not one (any dialect: every provider
+    sends one JSON object per text frame)."""
     if binary:
-        return malformed("binary-frame", frame, "Vobiz sends text frames only")
+        return malformed("binary-frame", frame, "providers send text frames only")
     try:
         msg = _loads(frame)
-    except (msgspec.DecodeError, RecursionError, UnicodeEncodeError) as exc:
+    except (msgspec.DecodeError, RecursionError, UnicodeError) as exc:
         return malformed("invalid-json", frame, str(exc)[:200])
     if type(msg) is not dict:
         return malformed("not-an-object", frame, "expected a JSON object")
@@ -356,7 +369,7 @@ def parse_inbound(frame: str | bytes, *, binary: bool = False) -> tuple[Inbound,
         The parsed message and the frame's integer ``sequenceNumber`` (None when absent
         or not an integer), which the protocol uses to count gaps.
     """
-    msg = _decode_object(frame, binary)
+    msg = decode_object(frame, binary)
     if type(msg) is MalformedFrame:
         return msg, None
     assert isinstance(msg, dict)
@@ -462,7 +475,7 @@ def parse_command(
     Returns:
         The command (or what went wrong) and the frame's integer ``sequenceNumber``.
     """
-    msg = _decode_object(frame, binary)
+    msg = decode_object(frame, binary)
     if type(msg) is MalformedFrame:
         return msg, None
     assert isinstance(msg, dict)

@@ -20,22 +20,27 @@ import logging
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict
 
-from .._http import coerce_retry, coerce_timeouts, parse_body, retry_after_header
-from ..client import RetryPolicy, Timeouts
+from .._http import (
+    HttpResource,
+    RetryPolicy,
+    Timeouts,
+    coerce_retry,
+    coerce_timeouts,
+    parse_body,
+    retry_after_header,
+)
 from ..errors import (
     APIError,
     NotFoundError,
     RateLimitError,
     RequestTimeoutError,
     ServerError,
-    StreamClosedError,
     TransportError,
     ValidationError,
     api_error_for_status,
@@ -177,7 +182,7 @@ def _error_from(
     return cls(status, str(message), **kwargs)
 
 
-class SignalWireClient:
+class SignalWireClient(HttpResource):
     """The SignalWire compat REST client. Use as ``async with SignalWireClient(...)``.
 
     Args:
@@ -196,6 +201,8 @@ class SignalWireClient:
     Raises:
         ValidationError: missing credentials or Space (also not in the environment).
     """
+
+    name = "SignalWireClient"
 
     def __init__(
         self,
@@ -222,45 +229,11 @@ class SignalWireClient:
         self.base_url = _base_url(space_url, base_url)
         self.timeout = coerce_timeouts(timeout)
         self.retry = coerce_retry(retry)
-        self._session = session
-        self._owns_session = session is None
-        self._closed = False
+        super().__init__(session)
         self.streams = CompatStreamsAPI(self)
 
     def __repr__(self) -> str:
         return f"SignalWireClient(project_id={self.project_id!r}, base_url={self.base_url!r})"
-
-    async def __aenter__(self) -> SignalWireClient:
-        self._ensure_open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        """Close the client (and its own HTTP session). Later use raises."""
-        self._closed = True
-        if self._owns_session and self._session is not None:
-            await self._session.close()
-        self._session = None
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
-        return self._closed
-
-    def _ensure_open(self) -> aiohttp.ClientSession:
-        if self._closed:
-            raise StreamClosedError("the SignalWireClient is closed")
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
-            self._owns_session = True
-        return self._session
 
     def call_path(self, call_sid: str, *rest: str) -> str:
         """``/Accounts/{project}/Calls/{call_sid}/…`` with every segment percent-encoded

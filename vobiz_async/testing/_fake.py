@@ -9,7 +9,7 @@ import logging
 import secrets
 import uuid
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -33,7 +33,8 @@ from ..codec import AudioFormat, ByteOrder, read_wav
 from ..errors import CodecError, StreamClosedError, ValidationError
 from ..signatures import sign_headers
 from ._audio import speech_like
-from ._media import MediaPeer, PeerReport
+from ._calls import CallPeers
+from ._media import MediaPeer
 from ._rest import FakeStreamRecord, Fault, RecordedRequest, RestState
 
 __all__ = ["CallbackRecord", "FakeCall", "FakeVobiz"]
@@ -121,7 +122,7 @@ def _bound_port(site: web.TCPSite) -> int:
 
 
 @dataclass
-class FakeCall:
+class FakeCall(CallPeers[MediaPeer]):
     """A live call on the fake Vobiz: a caller with something to say.
 
     Attributes:
@@ -147,45 +148,6 @@ class FakeCall:
     from_number: str = "919800000001"
     to_number: str = "918000000002"
     live: bool = True
-    peers: list[MediaPeer] = field(default_factory=list)
-    hangup_cause: str | None = None
-    _new_peer: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
-    _tasks: set[asyncio.Task[Any]] = field(default_factory=set, repr=False)
-
-    async def next_peer(self, index: int = 0, *, timeout: float = 10.0) -> MediaPeer:
-        """The ``index``-th media peer of this call, waiting until it is dialed."""
-        async with asyncio.timeout(timeout):
-            while len(self.peers) <= index:
-                self._new_peer.clear()
-                await self._new_peer.wait()
-        return self.peers[index]
-
-    async def wait_done(self, *, timeout: float | None = None) -> list[PeerReport]:
-        """Wait until the call's answer document has run and every stream has ended.
-
-        Streams still being set up count too, so ``fake.call(answer_xml=...)`` then
-        ``await call.wait_done()`` waits for the ``<Stream>``'s media (no need to await
-        :meth:`next_peer` first).
-
-        Args:
-            timeout: seconds to wait at most (None: no limit).
-
-        Returns:
-            The reports of every stream dialed for the call, in order.
-
-        Raises:
-            TimeoutError: still running after ``timeout``.
-        """
-        async with asyncio.timeout(timeout):
-            while True:
-                pending = [t for t in self._tasks if not t.done()]
-                open_peers = [p for p in self.peers if not p._closed.is_set()]
-                if not pending and not open_peers:
-                    break
-                await asyncio.gather(
-                    *pending, *(p.wait_closed() for p in open_peers), return_exceptions=True
-                )
-        return [p.report for p in self.peers]
 
 
 @dataclass(frozen=True)

@@ -45,20 +45,23 @@ log = logging.getLogger("vobiz_async.testing")
 
 @dataclass
 class PeerReport:
-    """What happened on one emulated stream.
+    """What happened on one emulated stream (Vobiz, or compat: see
+    :class:`~vobiz_async.testing.CompatMediaPeer`, whose checkpoints are marks).
 
     Attributes:
         stream_id, call_id: the ids the peer announced in ``start``.
         frames_sent, frames_received: media frames out; command frames in.
         play_frames: ``playAudio`` frames received.
-        played_checkpoints: names acknowledged with ``playedStream``, in order.
-        voided_checkpoints: names a ``clearAudio`` voided (never acknowledged).
-        clears: ``clearAudio`` commands received.
+        played_checkpoints: names acknowledged with ``playedStream``, in order (compat:
+            marks echoed after their audio played, or at once with nothing queued).
+        voided_checkpoints: names a ``clearAudio`` voided (never acknowledged; compat:
+            marks a ``clear`` flushed, echoed at once).
+        clears: ``clearAudio`` (compat: ``clear``) commands received.
         heard_ms, sent_ms: agent audio played to the caller; caller audio sent.
         cleared_ms: agent audio flushed by clears before it was heard.
         malformed: frames from the application the peer could not use.
         close_code: the WebSocket close code, when known.
-        stopped: the application sent ``stop``.
+        stopped: the application sent ``stop`` (compat: closed the socket first).
         rejected_status: the HTTP status when the handshake was refused.
         max_queued_ms: the most agent audio ever waiting in the playout queue (a paced
             sender keeps it near its lead; a burst shows up here).
