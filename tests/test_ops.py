@@ -185,3 +185,29 @@ async def test_log_records_about_a_call_carry_its_ids(caplog: pytest.LogCaptureF
     assert b_lines[0].startswith("call started") and b_lines[-1].startswith("call ended")
     foreign = next(r for r in records if "second start on one socket" in r.getMessage())
     assert (foreign.stream_id, foreign.call_id) == ("stream-call-B", "call-B")  # type: ignore[attr-defined]
+
+
+async def test_metrics_count_a_checkpoint_that_ends_after_the_hangup() -> None:
+    """A checkpoint resolved CLOSED by the caller hanging up is counted once the call is
+    finished (totals are folded after the handler returns, so counters never fall)."""
+    outcomes: list[CheckpointOutcome] = []
+
+    async def agent(session: StreamSession) -> None:
+        await session.play(speech_like(3.0, 8000))
+        outcomes.append(await session.checkpoint("late"))
+
+    async with serve(agent, "127.0.0.1", 0, token="t", worker="w-2") as server:
+        await MediaPeer(server.url_for("c"), call_id="c", seconds=0.5).wait_closed()
+        for _ in range(100):  # until the handler has returned and the call is finished
+            if not server._tasks:
+                break
+            await asyncio.sleep(0.02)
+        status, _, body = await http_get(server.port, "/metrics")
+    samples = {
+        (s.name, s.labels.get("outcome")): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
+    assert status == 200 and outcomes == [CheckpointOutcome.CLOSED]
+    assert samples[("vobiz_checkpoints_total", "closed")] == 1
+    assert samples[("vobiz_sessions", None)] == 0

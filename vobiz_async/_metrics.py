@@ -2,8 +2,9 @@
 
 Nothing here runs per frame: the server already counts everything (``ServerStats``, each
 stream's ``ProtocolStats``/``PlayoutStats``, each session's checkpoint outcomes).
-:class:`CallTotals` folds a stream's counters in once, when it ends; a scrape adds the
-live streams' counters to those totals through a custom collector. ``prometheus-client``
+:class:`CallTotals` folds a stream's counters in once, when it has finished (closed and
+its handler returned); a scrape adds the unfinished streams' counters to those totals
+through a custom collector, so every counter only grows. ``prometheus-client``
 is optional (``vobiz-async[metrics]``); without it :func:`render` returns None.
 """
 
@@ -86,7 +87,7 @@ def snapshot(server: MediaServer) -> CallTotals:
         clear_count=ended.clear_count,
         clear_sum=ended.clear_sum,
     )
-    for link in list(server._links):
+    for link in (*server._links, *server._finishing):
         _add_link(now, link)
     return now
 

@@ -319,12 +319,14 @@ class StreamLink:
             server._forget(session)
             session.connection_closed(code)
             self.ended_at = self.loop.time()
-            server._call_totals.add(self)  # metrics: folded in once, at the close
             if self.task is None or self.task.done():
-                server._log_call_end(self, session)
+                server._call_finished(self, session)
                 session.release()
+            else:  # its handler still runs (a checkpoint may still end): still counted
+                server._finishing.add(self)
         else:
             self.proto.connection_closed()
+            server._call_totals.add(self)  # metrics: folded in once, at the close
         server.stats.malformed_frames += self.proto.stats.malformed
 
     def close(self, code: int = 1000, reason: str = "") -> None:
@@ -475,7 +477,8 @@ class MediaServer:
         self.reuse_port = reuse_port
         self.worker = worker or (cluster.worker_id if cluster is not None else str(os.getpid()))
         self.stats = ServerStats()
-        self._call_totals = _metrics.CallTotals()
+        self._call_totals = _metrics.CallTotals()  # streams finished, summed
+        self._finishing: set[StreamLink] = set()  # closed, handler still running
         self._metrics_registry: Any = None  # a prometheus CollectorRegistry, made on scrape
         _logcontext.install()
         self.loop = asyncio.get_running_loop()
@@ -824,12 +827,15 @@ class MediaServer:
         finally:
             self._tasks.discard(task)
             if session.closed:
-                self._log_call_end(link, session)
+                self._call_finished(link, session)
                 session.release()
 
-    def _log_call_end(self, link: StreamLink, session: StreamSession) -> None:
-        """The call's last log line (how it ended), once both the transport has closed
-        and the handler has returned (where the session is released)."""
+    def _call_finished(self, link: StreamLink, session: StreamSession) -> None:
+        """Once both the transport has closed and the handler has returned (where the
+        session is released): fold the stream's counters into the metrics' totals and
+        log the call's last line (how it ended)."""
+        self._finishing.discard(link)
+        self._call_totals.add(link)
         stats = link.proto.stats
         with _logcontext.about(link):
             log.info(
