@@ -211,3 +211,17 @@ async def test_metrics_count_a_checkpoint_that_ends_after_the_hangup() -> None:
     assert status == 200 and outcomes == [CheckpointOutcome.CLOSED]
     assert samples[("vobiz_checkpoints_total", "closed")] == 1
     assert samples[("vobiz_sessions", None)] == 0
+
+
+async def test_reuse_port_lets_two_servers_listen_on_one_port() -> None:
+    """serve(reuse_port=True) binds SO_REUSEPORT: a second server takes the same port;
+    without it the bind fails."""
+    async with serve(speak_and_checkpoint, "127.0.0.1", 0, reuse_port=True, token="t") as first:
+        async with serve(
+            speak_and_checkpoint, "127.0.0.1", first.port, reuse_port=True, token="t"
+        ) as second:
+            assert second.port == first.port
+            status, _, _ = await http_get(first.port, "/healthz")
+        with pytest.raises(OSError, match="in use"):
+            await serve(speak_and_checkpoint, "127.0.0.1", first.port, token="t").start()
+    assert status == 200
