@@ -6,21 +6,27 @@ straight from an ``asyncio.Protocol``; whole text frames are cut by
 ``recv()`` per frame, and handed to the stream's :class:`~vobiz_async.server.StreamLink`.
 This module owns what is TCP's: the accept loop (file-descriptor exhaustion), pending
 handshakes and their deadline, backpressure (stop reading while our write buffer is
-full), write stalls. Everything else is the link's and the server's.
+full), write stalls, TLS (``MediaServer(ssl=...)``), ``SO_REUSEPORT`` for several
+worker processes on one port, and the plain HTTP answers load balancers probe with
+(``/healthz``, ``/metrics``). Everything else is the link's and the server's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import errno
+import json
 import logging
 import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
+from urllib.parse import urlsplit
 
+from websockets.datastructures import Headers
 from websockets.frames import Frame, Opcode
-from websockets.http11 import Request
+from websockets.http11 import Request, Response
 from websockets.protocol import State as WsState
 from websockets.server import ServerProtocol
 
@@ -32,6 +38,9 @@ if TYPE_CHECKING:
 __all__: list[str] = []
 
 log = logging.getLogger("vobiz_async.server")
+# websockets' own handshake and close lines (INFO per connection): a child logger, so an
+# operator can quiet them without quieting the server.
+ws_log = logging.getLogger("vobiz_async.server.websocket")
 _RESOURCE_LOG_INTERVAL = 10.0  # at most one "out of file descriptors" log line per interval
 _ACCEPT_RETRY_DELAY = 0.5  # pause accepting this long after the fd limit was hit
 _BACKLOG = 128
@@ -59,9 +68,16 @@ class _Listener:
         self._all_closed = asyncio.Event()
         self._last_resource_log = float("-inf")
         self._closing = False
+        self._tls_handshakes: set[asyncio.Task[None]] = set()
 
-    async def start(self, host: str, port: int) -> int:
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
         """Bind every address of ``host`` on one port and accept; returns the port.
+
+        Args:
+            host, port: where to listen (port 0: a free port, the same on every address).
+            reuse_port: set ``SO_REUSEPORT``, so other processes may listen on the port
+                too and the kernel spreads new connections over them (the workers of
+                ``vobiz-async serve --workers N``).
 
         Raises:
             OSError: the address cannot be bound.
@@ -74,6 +90,8 @@ class _Listener:
                 sock = socket.socket(family, kind, proto)
                 self._sockets.append(sock)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if reuse_port:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                 if family == socket.AF_INET6:
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 sock.bind((address[0], port, *address[2:]))
@@ -111,10 +129,41 @@ class _Listener:
                     )
                 await asyncio.sleep(_ACCEPT_RETRY_DELAY)
                 continue
+            if self.server.ssl is not None:
+                self._start_tls(conn)
+                continue
             try:
                 await loop.connect_accepted_socket(lambda: _Connection(self), conn)
             except OSError:
                 conn.close()
+
+    def _start_tls(self, conn: socket.socket) -> None:
+        """Run the TLS handshake of an accepted socket in its own task, so a slow client
+        cannot hold up the accept loop. Handshakes in flight count against
+        ``Limits.max_pending_handshakes`` (past it the new socket is closed and counted
+        in ``stats.rejected_limit``) and are cut at ``Limits.handshake_timeout``
+        (``stats.handshake_failures``)."""
+        limits = self.server.limits
+        if len(self._tls_handshakes) + len(self.pending) >= limits.max_pending_handshakes:
+            self.server.stats.rejected_limit += 1
+            conn.close()
+            return
+        task = self.loop.create_task(self._tls_connect(conn))
+        self._tls_handshakes.add(task)
+        task.add_done_callback(self._tls_handshakes.discard)
+
+    async def _tls_connect(self, conn: socket.socket) -> None:
+        try:
+            await self.loop.connect_accepted_socket(
+                lambda: _Connection(self),
+                conn,
+                ssl=self.server.ssl,
+                ssl_handshake_timeout=self.server.limits.handshake_timeout,
+            )
+        except OSError:
+            # A failed or timed-out TLS handshake (bad client, plain HTTP on a TLS port).
+            self.server.stats.handshake_failures += 1
+            conn.close()
 
     def admit_pending(self, conn: _Connection) -> None:
         """Track a connection that is not yet a stream (see the class docstring)."""
@@ -141,12 +190,12 @@ class _Listener:
     async def stop_accepting(self) -> None:
         """Close the listening sockets; open connections go on."""
         self._closing = True
-        for task in self._accepting:
+        for task in (*self._accepting, *self._tls_handshakes):
             task.cancel()
         for sock in self._sockets:
             sock.close()
-        if self._accepting:
-            await asyncio.gather(*self._accepting, return_exceptions=True)
+        if self._accepting or self._tls_handshakes:
+            await asyncio.gather(*self._accepting, *self._tls_handshakes, return_exceptions=True)
 
     async def close(self, timeout: float) -> None:
         """Close every connection with 1001, wait up to ``timeout`` for the close
@@ -173,7 +222,7 @@ class _Connection(asyncio.Protocol):
         self.server = server = listener.server
         self.loop = server.loop
         self.limits = server.limits
-        self.ws = ServerProtocol(max_size=server.limits.max_message_bytes, logger=log)
+        self.ws = ServerProtocol(max_size=server.limits.max_message_bytes, logger=ws_log)
         self.splitter = FrameSplitter(server.limits.max_message_bytes)
         self.transport: asyncio.Transport | None = None
         self.link: StreamLink | None = None
@@ -275,6 +324,11 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
+        if self.ws.state is not WsState.CLOSED:
+            # No EOF came first (TLS ends without one): let websockets settle the close
+            # code (the peer's close frame if it sent one, else 1006).
+            with contextlib.suppress(EOFError):
+                self.ws.receive_eof()
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
@@ -317,6 +371,9 @@ class _Connection(asyncio.Protocol):
         from .server import StreamLink  # the link is the server's room; imported late
 
         server = self.server
+        upgrade = request.headers.get("Upgrade", "").lower()
+        if "websocket" not in upgrade and self._answer_http(request):
+            return
         peer = self.transport.get_extra_info("peername") if self.transport else None
         admission = server.admit(request.path, request.headers, peer)
         if not admission.ok:
@@ -335,6 +392,59 @@ class _Connection(asyncio.Protocol):
                 request_headers=request.headers,
             )
 
+    def _answer_http(self, request: Request) -> bool:
+        """Answer a plain HTTP GET (no ``Upgrade: websocket``) ourselves, then close:
+        ``/healthz`` 200 with the server's health as JSON (503 while draining),
+        ``/metrics`` the Prometheus text (404 without prometheus-client), any other path
+        outside the stream path 404. Returns False for the stream path itself, which
+        websockets answers ``426 Upgrade Required`` (clearer to someone pointing a
+        browser at the stream URL). Counted in ``stats.probes``."""
+        server = self.server
+        try:
+            path = urlsplit(request.path).path
+        except ValueError:
+            path = ""
+        if path not in ("/healthz", "/metrics") and server._path_matches(path):
+            return False
+        server.stats.probes += 1
+        self._cancel("handshake")
+        self.listener.pending.pop(self, None)  # answered: no longer a pending handshake
+        self.pending = False
+        body: bytes | None
+        content_type = "text/plain; charset=utf-8"
+        if path == "/healthz":
+            health = server.health()
+            status = 200 if health["status"] == "ok" else 503
+            body = json.dumps(health).encode()
+            content_type = "application/json"
+        elif path == "/metrics":
+            body = server.metrics()
+            status = 200 if body is not None else 404
+            if body is None:
+                body = b"metrics need prometheus-client: pip install 'vobiz-async[metrics]'\n"
+            else:
+                from ._metrics import CONTENT_TYPE
+
+                content_type = CONTENT_TYPE
+        else:
+            status, body = 404, b"not found\n"
+        reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[status]
+        headers = Headers(
+            [
+                ("Date", email.utils.formatdate(usegmt=True)),
+                ("Connection", "close"),
+                ("Content-Length", str(len(body))),
+                ("Content-Type", content_type),
+                ("Cache-Control", "no-store"),
+            ]
+        )
+        self.ws.send_response(Response(status, reason, headers, body))
+        self._flush()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+        self._later("close", self.limits.close_timeout, self._close_transport)
+        return True
+
     # ------------------------------------------------------------------ writing
     def send_text(self, text: str) -> None:
         """Write one text frame now. Every frame of the stream goes through here."""
@@ -352,8 +462,12 @@ class _Connection(asyncio.Protocol):
         for data in self.ws.data_to_send():
             if data:
                 transport.write(data)
-            elif transport.can_write_eof() and not transport.is_closing():
+            elif transport.is_closing():
+                pass
+            elif transport.can_write_eof():
                 transport.write_eof()
+            else:  # TLS cannot half-close: close (after the buffered writes, close_notify)
+                transport.close()
         if self.ws.close_expected():
             self._later("close", self.limits.close_timeout, self._close_transport)
 

@@ -29,12 +29,15 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
+from ssl import SSLContext
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 from urllib.parse import urlsplit
 
+from . import _logcontext, _metrics
 from ._config import Limits, Pacing, default_max_sessions
 from ._listener import _Listener
 from .codec import AudioFormat, ByteOrder
@@ -90,7 +93,8 @@ class ServerStats:
     ``write_stalls`` (peers that stopped reading past ``write_stall_timeout``),
     ``repeated_starts``/``foreign_starts`` (a second ``start`` on one socket, for the
     same call: ignored; for another: closed with 1008), ``dropped_events`` and
-    ``dropped_unknown_events`` (non-audio events over a session's budget).
+    ``dropped_unknown_events`` (non-audio events over a session's budget), ``probes``
+    (plain HTTP requests answered on the media port: ``/healthz``, ``/metrics``, 404s).
     """
 
     connections: int = 0
@@ -115,6 +119,7 @@ class ServerStats:
     write_stalls: int = 0
     repeated_starts: int = 0
     foreign_starts: int = 0
+    probes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +189,8 @@ class StreamLink:
         )
         self.session: StreamSession | None = None
         self.task: asyncio.Task[None] | None = None
+        self.started_at = 0.0  # loop time of the start frame
+        self.ended_at = 0.0  # loop time of the close
         self._last_frame = self.loop.time()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._closed = False
@@ -226,6 +233,10 @@ class StreamLink:
                 self.server.stats.events_before_start += 1
 
     def _on_malformed(self, event: MalformedFrame) -> None:
+        with _logcontext.about(self):  # its log lines carry the call (rare path)
+            self._malformed(event)
+
+    def _malformed(self, event: MalformedFrame) -> None:
         stats = self.server.stats
         if event.reason == "foreign-start":
             # A second start on this socket for another call: it would dodge the
@@ -238,6 +249,10 @@ class StreamLink:
         log.debug("malformed frame (%s): %s", event.reason, event.detail)
 
     def _on_start(self, started: StreamStarted) -> StreamSession | None:
+        with _logcontext.about(self):  # its log lines carry the call once it is one
+            return self._start(started)
+
+    def _start(self, started: StreamStarted) -> StreamSession | None:
         server = self.server
         if self._signed_call is not None and started.call_id != self._signed_call:
             log.warning(
@@ -253,6 +268,7 @@ class StreamLink:
             self.transport.close(1013, "too many streams")
             return None
         self._cancel("start")
+        self.started_at = self.loop.time()
         session = StreamSession(
             self.transport,
             self.proto,
@@ -266,6 +282,16 @@ class StreamLink:
             on_dropped_event=server._count_dropped_event,
         )
         self.session = session
+        # The call's first log line (frame handling has set the log context to it).
+        log.info(
+            "call started: stream %s call %s provider %s in %s out %s path %s",
+            session.stream_id,
+            session.call_id,
+            session.provider,
+            session.inbound_format.content_type,
+            session.outbound_format.content_type,
+            self.request_path or "/",
+        )
         if server.record:
             session.record()
         server._register(session)
@@ -292,10 +318,15 @@ class StreamLink:
         if session is not None:
             server._forget(session)
             session.connection_closed(code)
+            self.ended_at = self.loop.time()
             if self.task is None or self.task.done():
+                server._call_finished(self, session)
                 session.release()
+            else:  # its handler still runs (a checkpoint may still end): still counted
+                server._finishing.add(self)
         else:
             self.proto.connection_closed()
+            server._call_totals.add(self)  # metrics: folded in once, at the close
         server.stats.malformed_frames += self.proto.stats.malformed
 
     def close(self, code: int = 1000, reason: str = "") -> None:
@@ -375,6 +406,18 @@ class MediaServer:
             proxy), used to check upgrade signatures and by :meth:`url_for`.
         cluster: a :class:`~vobiz_async.cluster.Cluster` to register every session in,
             so any process can find and control it (``vobiz-async[cluster]``).
+        ssl: a server :class:`ssl.SSLContext`: the built-in listener speaks TLS
+            (``wss://``; the TLS handshake counts against ``Limits.handshake_timeout``
+            and ``Limits.max_pending_handshakes``) and :attr:`url` is ``wss://``.
+        reuse_port: bind with ``SO_REUSEPORT``, so several processes (workers) listen
+            on one port and the kernel spreads connections over them.
+        worker: this process's name in health answers, metrics (``worker`` label) and
+            logs (default: the cluster's worker id, else the pid).
+
+    Also on the listening port, for load balancers: a plain HTTP ``GET /healthz``
+    (200 and :meth:`health` as JSON; 503 while shutting down), ``GET /metrics``
+    (Prometheus text with ``vobiz-async[metrics]``, else 404), any other path without
+    ``Upgrade: websocket`` 404, and an upgrade-less GET on the stream path 426.
 
     Raises:
         ValidationError: an empty token, a bad network in ``allow_from``, a bad provider.
@@ -399,6 +442,9 @@ class MediaServer:
         twilio_auth_token: str | None = None,
         public_url: str | None = None,
         cluster: Cluster | None = None,
+        ssl: SSLContext | None = None,
+        reuse_port: bool = False,
+        worker: str | None = None,
     ) -> None:
         if token is not None and not token:
             raise ValidationError("token", "must not be empty")
@@ -427,7 +473,14 @@ class MediaServer:
         self.twilio_auth_token = twilio_auth_token
         self.public_url = public_url.rstrip("/") if public_url else None
         self.cluster = cluster
+        self.ssl = ssl
+        self.reuse_port = reuse_port
+        self.worker = worker or (cluster.worker_id if cluster is not None else str(os.getpid()))
         self.stats = ServerStats()
+        self._call_totals = _metrics.CallTotals()  # streams finished, summed
+        self._finishing: set[StreamLink] = set()  # closed, handler still running
+        self._metrics_registry: Any = None  # a prometheus CollectorRegistry, made on scrape
+        _logcontext.install()
         self.loop = asyncio.get_running_loop()
         self._pacer = Pacer(self.loop)
         self._listener: _Listener | None = None
@@ -469,7 +522,7 @@ class MediaServer:
         await self.open()
         if self._listener is None:
             listener = _Listener(self)
-            self.port = await listener.start(self.host, self.port)
+            self.port = await listener.start(self.host, self.port, reuse_port=self.reuse_port)
             self._listener = listener
             log.info("listening on %s", self.url)
         return self
@@ -492,7 +545,8 @@ class MediaServer:
 
     @property
     def url(self) -> str:
-        """``ws://HOST:PORT/PATH`` (or ``public_url`` + path when configured).
+        """``ws://HOST:PORT/PATH`` (``wss://`` with ``ssl``; or ``public_url`` + path when
+        configured).
 
         Raises:
             ValidationError: a server without a socket and without ``public_url`` (its
@@ -502,7 +556,8 @@ class MediaServer:
             return self.public_url + self.path
         if self.host is None:
             raise ValidationError("public_url", "a MediaServer without a socket has no URL")
-        return f"ws://{self.host}:{self.port}{self.path}"
+        scheme = "wss" if self.ssl is not None else "ws"
+        return f"{scheme}://{self.host}:{self.port}{self.path}"
 
     def url_for(
         self, call_uuid: str, *, ttl: float = DEFAULT_STREAM_TOKEN_TTL, base_url: str | None = None
@@ -534,6 +589,40 @@ class MediaServer:
     def sessions(self) -> list[StreamSession]:
         """The sessions currently open."""
         return list(self._by_stream.values())
+
+    # ------------------------------------------------------------ health, metrics
+    @property
+    def pending_handshakes(self) -> int:
+        """Connections of the built-in listener that are not streams yet."""
+        return len(self._listener.pending) if self._listener is not None else 0
+
+    def health(self) -> dict[str, Any]:
+        """What ``GET /healthz`` answers, for adapters to expose on their own route.
+
+        Returns:
+            ``{"status": "ok" | "draining", "sessions": N, "max_sessions": M,
+            "pending_handshakes": K, "worker": ID}``; ``draining`` once :meth:`close`
+            has begun (the built-in listener then answers 503).
+        """
+        return {
+            "status": "draining" if self._closing else "ok",
+            "sessions": self._session_count,
+            "max_sessions": self.limits.max_sessions,
+            "pending_handshakes": self.pending_handshakes,
+            "worker": self.worker,
+        }
+
+    def metrics(self) -> bytes | None:
+        """The server's metrics in Prometheus text format (what ``GET /metrics`` answers).
+
+        Gathered at call time from the counters the server keeps anyway (nothing is
+        recorded per frame); every sample has a ``worker`` label.
+
+        Returns:
+            The exposition text, or None when ``prometheus-client`` is not installed
+            (``vobiz-async[metrics]``; logged once).
+        """
+        return _metrics.render(self)
 
     # ------------------------------------------------------------------ admission
     def admit(self, target: str, headers: Mapping[str, str], peer: Any = None) -> Admission:
@@ -720,6 +809,7 @@ class MediaServer:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        _logcontext.current_call.set((session.stream_id, session.call_id))  # this task's
         try:
             await self.handler(session)
         except asyncio.CancelledError:
@@ -737,7 +827,31 @@ class MediaServer:
         finally:
             self._tasks.discard(task)
             if session.closed:
+                self._call_finished(link, session)
                 session.release()
+
+    def _call_finished(self, link: StreamLink, session: StreamSession) -> None:
+        """Once both the transport has closed and the handler has returned (where the
+        session is released): fold the stream's counters into the metrics' totals and
+        log the call's last line (how it ended)."""
+        self._finishing.discard(link)
+        self._call_totals.add(link)
+        stats = link.proto.stats
+        with _logcontext.about(link):
+            log.info(
+                "call ended: stream %s call %s duration %.1fs frames in %d out %d "
+                "dropped in %d out %d malformed %d late %d close code %s",
+                session.stream_id,
+                session.call_id,
+                link.ended_at - link.started_at,
+                stats.frames_in,
+                stats.frames_out,
+                session._dropped_frames,
+                stats.dropped_outbound,
+                stats.malformed,
+                stats.late_outbound,
+                session.close_code,
+            )
 
     # ----------------------------------------------------------------- shutdown
     async def close(self, grace: float = 5.0) -> None:
@@ -787,6 +901,9 @@ class ServerOptions(TypedDict, total=False):
     twilio_auth_token: str | None
     public_url: str | None
     cluster: Cluster | None
+    ssl: SSLContext | None
+    reuse_port: bool
+    worker: str | None
 
 
 def serve(
@@ -804,7 +921,8 @@ def serve(
         options: every keyword argument of :class:`MediaServer` (``path``, ``token``,
             ``limits``, ``pacing``, ``l16_byte_order``, ``outbound_byte_order``,
             ``outbound_format``, ``provider``, ``allow_from``, ``record``,
-            ``twilio_auth_token``, ``public_url``, ``cluster``), documented there.
+            ``twilio_auth_token``, ``public_url``, ``cluster``, ``ssl``, ``reuse_port``,
+            ``worker``), documented there.
 
     Raises:
         ValidationError, TypeError: as :class:`MediaServer` does for bad options.

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import heapq
 import itertools
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -225,6 +225,8 @@ class StreamSession:
         self._clear_gate: asyncio.Future[None] | None = None
         self._checkpoints: dict[str, asyncio.Future[CheckpointOutcome]] = {}
         self._names = itertools.count(1)
+        self.checkpoint_outcomes: Counter[str] = Counter()
+        """How this session's :meth:`checkpoint` calls ended, by outcome (for metrics)."""
         self._utterance_cleared = False
         self.close_code: int | None = None
         self.status_callbacks: list[Any] = []  # parsed StreamStatusCallback objects
@@ -732,6 +734,7 @@ class StreamSession:
         """
         name = name or f"cp-{next(self._names)}"
         outcome = await self._checkpoint(name, timeout)
+        self.checkpoint_outcomes[outcome.value] += 1
         if self.trace is not None:
             self.trace.checkpoint_outcome(name, outcome.value, now=self._loop.time())
         return outcome

@@ -28,6 +28,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from ssl import SSLContext
 from typing import Literal
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -129,6 +130,8 @@ class MediaPeer:
             ``start.tracks`` lists both), spec 2.3 / 4.3.3.
         stream_timeout: seconds after which the stream is stopped (``streamTimeout``,
             spec 2.3); counted in call time, so ``speed`` shortens it too.
+        ssl: the client TLS context for a ``wss://`` URL (e.g. trusting a test CA);
+            None: websockets' default (the system's trust store) for ``wss://``.
     """
 
     def __init__(
@@ -152,8 +155,10 @@ class MediaPeer:
         strict: bool = True,
         audio_track: Literal["inbound", "outbound", "both"] = "inbound",
         stream_timeout: float | None = None,
+        ssl: SSLContext | None = None,
     ) -> None:
         self.url = url
+        self.ssl = ssl
         self.listener = listener
         self.record = record
         self.hung_up = False
@@ -268,7 +273,11 @@ class MediaPeer:
             return report
         try:
             async with connect(
-                self.url, max_size=4 * 1024 * 1024, open_timeout=10, ping_interval=None
+                self.url,
+                max_size=4 * 1024 * 1024,
+                open_timeout=10,
+                ping_interval=None,
+                ssl=self.ssl or (True if self.url.startswith("wss:") else None),
             ) as ws:
                 if self.hung_up:  # ended while the handshake was in flight
                     report.not_dialed = True
