@@ -175,3 +175,21 @@ def test_cli_app_echoes_a_call_and_prints_its_summary(tmp_path: Any) -> None:
     assert report.play_frames > 0 and report.heard_ms > 0
     assert '"close_code": 1000' in summary and report.call_id in summary
     assert proc.returncode == 0
+
+
+async def test_the_one_port_app_answers_probes_and_metrics() -> None:
+    """/healthz says ok with the server's figures; /metrics is Prometheus text."""
+
+    async def agent(session: StreamSession) -> None:
+        await session.wait_closed()
+
+    app = create_app(agent, token="s3cret")
+    async with running(app) as base, aiohttp.ClientSession() as http:
+        async with http.get(base + "/healthz") as resp:
+            health = await resp.json()
+            assert resp.status == 200
+        async with http.get(base + "/metrics") as resp:
+            text = await resp.text()
+            assert resp.status == 200
+    assert health["status"] == "ok" and health["sessions"] == 0 and health["max_sessions"] > 0
+    assert "vobiz" in text and "# TYPE" in text

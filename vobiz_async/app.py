@@ -233,8 +233,22 @@ def create_app(
         state.answers += 1
         return web.Response(text=document, content_type="application/xml")
 
+    async def healthz(request: web.Request) -> web.StreamResponse:
+        if state._server is None:
+            return web.json_response({"status": "starting"}, status=503)
+        health = state._server.health()
+        return web.json_response(health, status=200 if health["status"] == "ok" else 503)
+
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        text = state._server.metrics() if state._server is not None else None
+        if text is None:
+            return web.Response(status=404, text="metrics need vobiz-async[metrics]\n")
+        return web.Response(body=text, content_type="text/plain", charset="utf-8")
+
     app.cleanup_ctx.append(media_lifecycle)
     app.on_shutdown.append(close_streams)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
     app.router.add_route("POST", answer_path, answer)
     app.router.add_route("GET", answer_path, answer)
     app.router.add_get(media_path, media)
