@@ -194,15 +194,19 @@ async def test_foreign_transport_messages_are_not_sent_and_are_counted() -> None
 
 class FakeLine(FrameProcessor):
     """Stands for the output transport and Vobiz: serializes, and acknowledges
-    checkpoint ``utterance-1`` the way Vobiz does (playedStream)."""
+    checkpoint ``utterance-1`` the way Vobiz does (playedStream). With ``hold``, it
+    keeps checkpoints queued, as pipecat's output does while their audio plays, until
+    an interruption empties the queue."""
 
-    def __init__(self, serializer: VobizSerializer, peer: PeerProtocol) -> None:
+    def __init__(self, serializer: VobizSerializer, peer: PeerProtocol, hold: bool = False) -> None:
         super().__init__()
-        self.serializer, self.peer = serializer, peer
+        self.serializer, self.peer, self.hold = serializer, peer, hold
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
-        if isinstance(frame, (VobizCheckpointFrame, InterruptionFrame)):
+        if isinstance(frame, VobizCheckpointFrame) and self.hold:
+            pass
+        elif isinstance(frame, (VobizCheckpointFrame, InterruptionFrame)):
             await self.serializer.serialize(frame)
             if isinstance(frame, VobizCheckpointFrame) and frame.checkpoint == "utterance-1":
                 await self.serializer.deserialize(self.peer.send_played(frame.checkpoint))
@@ -232,3 +236,17 @@ async def test_checkpoint_outcomes_reach_the_pipeline_upstream() -> None:
     ]
     names = [f.checkpoint for f in down if isinstance(f, VobizCheckpointFrame)]
     assert names == ["utterance-1", "utterance-2"]
+
+
+async def test_a_checkpoint_dropped_with_its_utterance_is_reported_cleared() -> None:
+    """A checkpoint still in pipecat's queue when an interruption empties it never reaches
+    the wire; its outcome is still reported, as cleared."""
+    peer, _, serializer = await started()
+    pipeline = Pipeline([serializer.checkpoints(), FakeLine(serializer, peer, hold=True)])
+    _, up = await run_test(
+        pipeline,
+        frames_to_send=[TTSStoppedFrame(), SleepFrame(0.1), InterruptionFrame(), SleepFrame(0.1)],
+    )
+    outcomes = [(f.checkpoint, f.outcome) for f in up if isinstance(f, VobizCheckpointOutcomeFrame)]
+    assert outcomes == [("utterance-1", CheckpointOutcome.CLEARED)]
+    assert serializer.protocol.pending_checkpoints == ()  # it never went out

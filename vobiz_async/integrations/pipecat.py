@@ -19,7 +19,9 @@ pipecat's FastAPI websocket transport::
         pipeline = Pipeline(
             [transport.input(), bot, serializer.checkpoints(), transport.output()]
         )
-        await PipelineRunner().run(PipelineTask(pipeline))
+        runner = WorkerRunner(handle_sigint=False)
+        await runner.add_workers(PipelineWorker(pipeline))
+        await runner.run()
 
 Everything on the wire goes through one :class:`~vobiz_async.protocol.StreamProtocol`:
 ``media`` is decoded there (μ-law or L16; L16 byte order ``"auto"`` by default, spec
@@ -38,8 +40,11 @@ same queue, so its ``checkpoint`` goes out right after the utterance's last
 :class:`VobizCheckpointOutcomeFrame` pushed **upstream** from that processor (so every
 processor before it, where the bot logic lives, sees it): ``played`` when Vobiz
 acknowledged it with ``playedStream`` (the caller heard all of it), ``cleared`` when
-an interruption's ``clearAudio`` voided it first (Vobiz never acknowledges those), or
-``closed`` when the stream ended before either.
+an interruption came first (its ``clearAudio`` voided the checkpoint at Vobiz, which
+never acknowledges those; or, as is usual with pipecat's real-time pacing, the
+interruption emptied pipecat's output queue before the checkpoint reached the wire),
+or ``closed`` when the stream ended before either. Every checkpoint gets exactly one
+outcome while the socket is open.
 
 ``InterruptionFrame`` becomes ``clearAudio`` (spec 4.4.3), ``EndFrame`` and
 ``CancelFrame`` become ``stop`` (spec 4.4.4), an inbound ``dtmf`` becomes pipecat's
@@ -245,6 +250,8 @@ class VobizCheckpoints(FrameProcessor):
         super().__init__(name="VobizCheckpoints")
         self._serializer = serializer
         self._utterances = 0
+        # Issued here, not yet handed to the serializer (still in pipecat's audio queue).
+        self._unsent: dict[str, None] = {}
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         """Pass every frame on; after a downstream ``TTSStoppedFrame``, a checkpoint."""
@@ -253,6 +260,7 @@ class VobizCheckpoints(FrameProcessor):
         if isinstance(frame, TTSStoppedFrame) and direction is FrameDirection.DOWNSTREAM:
             self._utterances += 1
             name = f"utterance-{self._utterances}"
+            self._unsent[name] = None
             await self.push_frame(
                 VobizCheckpointFrame(message={"checkpoint": name}, checkpoint=name)
             )
@@ -260,6 +268,15 @@ class VobizCheckpoints(FrameProcessor):
     async def report(self, name: str, outcome: CheckpointOutcome) -> None:
         """Push one outcome upstream."""
         await self.push_frame(VobizCheckpointOutcomeFrame(name, outcome), FrameDirection.UPSTREAM)
+
+    def _sent(self, name: str) -> None:
+        self._unsent.pop(name, None)
+
+    async def _drop_unsent(self, outcome: CheckpointOutcome) -> None:
+        """Report the checkpoints pipecat dropped with the rest of their utterance."""
+        names, self._unsent = list(self._unsent), {}
+        for name in names:
+            await self.report(name, outcome)
 
 
 class VobizSerializer(FrameSerializer):
@@ -356,15 +373,24 @@ class VobizSerializer(FrameSerializer):
         if isinstance(frame, InterruptionFrame):
             clear = proto.clear(now=now)
             await self._route(proto.take_events())
+            if self._checkpoints is not None:
+                # pipecat's output transport emptied its queue before handing us this
+                # frame: checkpoints still in it never reach the wire (their utterance
+                # was cut short just the same).
+                await self._checkpoints._drop_unsent(CheckpointOutcome.CLEARED)
             return clear
         if isinstance(frame, (EndFrame, CancelFrame)):
             stop = proto.stop()
             await self._route(proto.take_events())
+            if self._checkpoints is not None:
+                await self._checkpoints._drop_unsent(CheckpointOutcome.CLOSED)
             return stop
         if isinstance(frame, OutputAudioRawFrame):
             proto.play(frame.audio, frame.sample_rate, now=now)
         elif isinstance(frame, VobizCheckpointFrame):
             proto.checkpoint(frame.checkpoint, now=now)
+            if self._checkpoints is not None:
+                self._checkpoints._sent(frame.checkpoint)
         else:
             if isinstance(frame, OutputTransportMessageFrame):
                 self.serializer_stats.messages_ignored += 1
