@@ -8,6 +8,7 @@ pytest.importorskip("pipecat")
 pytestmark = pytest.mark.pipecat
 
 from pipecat.audio.dtmf.types import KeypadEntry  # noqa: E402
+from pipecat.clocks.system_clock import SystemClock  # noqa: E402
 from pipecat.frames.frames import (  # noqa: E402
     CancelFrame,
     EndFrame,
@@ -20,8 +21,13 @@ from pipecat.frames.frames import (  # noqa: E402
     TTSStoppedFrame,
 )
 from pipecat.pipeline.pipeline import Pipeline  # noqa: E402
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessor  # noqa: E402
+from pipecat.processors.frame_processor import (  # noqa: E402
+    FrameDirection,
+    FrameProcessor,
+    FrameProcessorSetup,
+)
 from pipecat.tests.utils import SleepFrame, run_test  # noqa: E402
+from pipecat.utils.asyncio.task_manager import TaskManager  # noqa: E402
 
 from vobiz_async.codec import (  # noqa: E402
     AudioEncoding,
@@ -30,7 +36,7 @@ from vobiz_async.codec import (  # noqa: E402
     pcm16_to_ulaw,
     ulaw_to_pcm16,
 )
-from vobiz_async.errors import RemoteProtocolError  # noqa: E402
+from vobiz_async.errors import RemoteProtocolError, ValidationError  # noqa: E402
 from vobiz_async.events import (  # noqa: E402
     Checkpoint,
     CheckpointOutcome,
@@ -250,3 +256,26 @@ async def test_a_checkpoint_dropped_with_its_utterance_is_reported_cleared() -> 
     outcomes = [(f.checkpoint, f.outcome) for f in up if isinstance(f, VobizCheckpointOutcomeFrame)]
     assert outcomes == [("utterance-1", CheckpointOutcome.CLEARED)]
     assert serializer.protocol.pending_checkpoints == ()  # it never went out
+
+
+async def test_setup_takes_the_pipeline_rate_and_refuses_rates_we_cannot_resample() -> None:
+    """Without sample_rate, the pipeline's input rate is used; a 48 kHz output is refused."""
+    peer = PeerProtocol()
+    start = peer.send_start(call_id="c", stream_id="s", media_format=MULAW_8K)
+    serializer = VobizSerializer(await parse_start(Inbox([start])))
+
+    def setup(rate_in: int, rate_out: int) -> FrameProcessorSetup:
+        return FrameProcessorSetup(
+            clock=SystemClock(),  # type: ignore[no-untyped-call]
+            task_manager=TaskManager(),
+            pipeline_worker=None,  # type: ignore[arg-type]
+            audio_in_sample_rate=rate_in,
+            audio_out_sample_rate=rate_out,
+        )
+
+    await serializer.setup(setup(24000, 24000))
+    frame = await serializer.deserialize(peer.send_media(bytes(320), timestamp=0))
+    assert isinstance(frame, InputAudioRawFrame) and frame.sample_rate == 24000
+    with pytest.raises(ValidationError) as info:
+        await serializer.setup(setup(24000, 48000))
+    assert info.value.field == "audio_out_sample_rate"

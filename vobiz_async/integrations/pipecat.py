@@ -348,14 +348,15 @@ class VobizSerializer(FrameSerializer):
         """Take the pipeline's input rate (unless one was given).
 
         Raises:
-            ValidationError: a rate our resampler does not handle (8, 16, 24 kHz).
+            ValidationError: an input or output rate our resampler does not handle
+                (8, 16 or 24 kHz), named by the setting to change.
         """
         if not self._sample_rate:
             self._sample_rate = int(setup.audio_in_sample_rate)
-        if self._sample_rate not in SUPPORTED_RATES:
-            raise ValidationError(
-                "sample_rate", f"{self._sample_rate} Hz: must be one of {SUPPORTED_RATES}"
-            )
+        out_rate = int(setup.audio_out_sample_rate)
+        for name, rate in (("sample_rate", self._sample_rate), ("audio_out_sample_rate", out_rate)):
+            if rate not in SUPPORTED_RATES:
+                raise ValidationError(name, f"{rate} Hz: must be one of {SUPPORTED_RATES}")
 
     # ------------------------------------------------------------------ pipeline -> wire
     async def serialize(self, frame: Frame) -> str | bytes | None:
