@@ -22,10 +22,12 @@ app = FastAPI()
 class Echo(FrameProcessor):
     """Says back each second the caller says, as a TTS would; a key press interrupts it."""
 
+    heard = b""  # what the caller said since the last echo
+
     async def process_frame(self, frame: f.Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
         if isinstance(frame, f.InputAudioRawFrame):
-            self.heard = getattr(self, "heard", b"") + frame.audio
+            self.heard += frame.audio
             if len(self.heard) >= 2 * frame.sample_rate:  # one second
                 speech, self.heard = f.TTSAudioRawFrame(self.heard, frame.sample_rate, 1), b""
                 for out in f.TTSStartedFrame(), speech, f.TTSStoppedFrame():  # + a checkpoint

@@ -6,3 +6,5 @@
 Nothing here is imported by ``vobiz_async`` itself: importing a submodule needs its
 framework installed.
 """
+
+__all__: list[str] = []

@@ -231,8 +231,9 @@ class VobizCheckpointOutcomeFrame(SystemFrame):
     Attributes:
         checkpoint: the checkpoint's name (``utterance-N`` for the automatic ones).
         outcome: ``played`` (Vobiz acknowledged it: everything before it was heard),
-            ``cleared`` (an interruption's ``clearAudio`` voided it) or ``closed``
-            (the stream ended first).
+            ``cleared`` (an interruption came first: its ``clearAudio`` voided the
+            checkpoint, or emptied pipecat's output queue before the checkpoint
+            reached the wire) or ``closed`` (the stream ended first).
     """
 
     checkpoint: str = ""
@@ -247,8 +248,7 @@ class VobizCheckpoints(FrameProcessor):
     """
 
     def __init__(self, serializer: VobizSerializer) -> None:
-        super().__init__(name="VobizCheckpoints")
-        self._serializer = serializer
+        super().__init__(name=f"VobizCheckpoints#{serializer.start.stream_id}")
         self._utterances = 0
         # Issued here, not yet handed to the serializer (still in pipecat's audio queue).
         self._unsent: dict[str, None] = {}
