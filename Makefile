@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-min test-matrix lint typecheck unit coverage bench soak clean report-check
+.PHONY: demo test test-pipecat test-min test-matrix lint typecheck unit coverage bench soak clean report-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check vobiz_async tests benchmarks examples
 	$(BIN)/ruff format --check vobiz_async tests examples benchmarks
 
+# examples/pipecat_agent.py needs the pipecat extra: `make test-pipecat` type-checks it.
 typecheck: $(STAMP)
-	$(BIN)/mypy vobiz_async tests benchmarks $(wildcard examples/*.py)
+	$(BIN)/mypy vobiz_async tests benchmarks $(filter-out examples/pipecat_agent.py,$(wildcard examples/*.py))
 
 unit: $(STAMP)
 	PYTHONASYNCIODEBUG=1 $(BIN)/pytest -q
@@ -44,6 +45,22 @@ $(MIN_STAMP): pyproject.toml
 test-min: $(MIN_STAMP)
 	$(MIN_VENV)/bin/python -m pip list --format=freeze | grep -iE '^(aiohttp|websockets|pydantic|msgspec|fastapi|starlette|uvicorn)=='
 	PYTHONASYNCIODEBUG=1 $(MIN_VENV)/bin/pytest -q -p no:cacheprovider
+
+# pipecat (vobiz_async.integrations.pipecat) pulls in numpy, onnxruntime and more, which
+# would make `make test` several minutes slower: its tests (marked `pipecat`) and its
+# example run here, in their own venv (.venv-pipecat), and skip in `make test`.
+PIPECAT_VENV := .venv-pipecat
+PIPECAT_STAMP := $(PIPECAT_VENV)/.installed
+
+$(PIPECAT_STAMP): pyproject.toml
+	test -x $(PIPECAT_VENV)/bin/python || $(PYTHON) -m venv $(PIPECAT_VENV)
+	$(PIPECAT_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PIPECAT_VENV)/bin/python -m pip install --quiet -e ".[dev,pipecat]"
+	touch $(PIPECAT_STAMP)
+
+test-pipecat: $(PIPECAT_STAMP)
+	$(PIPECAT_VENV)/bin/mypy vobiz_async/integrations tests/test_pipecat.py examples/pipecat_agent.py
+	PYTHONASYNCIODEBUG=1 $(PIPECAT_VENV)/bin/pytest -q -p no:cacheprovider -m pipecat
 
 # Branch coverage of the library (slower under tracing; not part of `make test`).
 coverage: $(STAMP)
@@ -75,7 +92,7 @@ soak: $(STAMP)
 	$(BIN)/python benchmarks/soak.py
 
 clean:
-	rm -rf $(VENV) $(MIN_VENV) .venv-3.* .venv-bench .mypy_cache .pytest_cache .ruff_cache demo-output
+	rm -rf $(VENV) $(MIN_VENV) $(PIPECAT_VENV) .venv-3.* .venv-bench .mypy_cache .pytest_cache .ruff_cache demo-output
 
 # The suite on every Python the package claims (3.11, 3.12, 3.13) that this machine has:
 # a plain `pythonX.Y` on PATH, or a pyenv build. Each gets its own venv (.venv-X.Y).

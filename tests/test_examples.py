@@ -16,7 +16,11 @@ from tests._redis import redis_server
 from vobiz_async._demo import caller_script, run_demo
 from vobiz_async.codec import read_wav
 
-EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.py"))
+# pipecat_agent needs the `pipecat` extra: it runs in `make test-pipecat` (below).
+PIPECAT_EXAMPLE = Path(__file__).parent.parent / "examples" / "pipecat_agent.py"
+EXAMPLES = sorted(
+    p for p in (Path(__file__).parent.parent / "examples").glob("*.py") if p != PIPECAT_EXAMPLE
+)
 
 
 def test_there_are_examples_and_each_is_short() -> None:
@@ -63,6 +67,29 @@ def test_example_runs(path: Path, tmp_path: Path) -> None:
         assert "vobiz: checkpoint greeting: played" in done.stdout
         assert "signalwire: checkpoint greeting: played" in done.stdout
         assert "signalwire: call ended (hangup-verb)" in done.stdout
+
+
+@pytest.mark.pipecat
+def test_pipecat_example_echoes_and_an_interruption_clears() -> None:
+    """The pipecat bot (FastAPI transport, VobizSerializer) answers a FakeVobiz call: the
+    caller hears its echo, a key press sends clearAudio, and checkpoint outcomes reach
+    the pipeline (played, then cleared for the interrupted echo)."""
+    pytest.importorskip("pipecat")
+    text = PIPECAT_EXAMPLE.read_text()
+    assert text.startswith('"""') and len(text.splitlines()) <= 90
+    assert text.rstrip().endswith("asyncio.run(main())")
+    args = [sys.executable, str(PIPECAT_EXAMPLE)]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert "checkpoint utterance-1: played" in out, out
+    assert "checkpoint utterance-3: cleared" in out, out
+    heard = re.search(r"caller said RMS (\d+), heard (\d+) ms, RMS (\d+)", out)
+    assert heard is not None, out
+    said_rms, heard_ms, heard_rms = map(int, heard.groups())
+    # The echo is the caller's own speech: about as loud over the same timeline.
+    assert heard_ms >= 2000 and heard_rms > said_rms / 2 > 0, out
+    assert "clearAudio received: 1" in out, out
 
 
 async def test_demo_runs_and_reports(tmp_path: Path) -> None:
