@@ -27,13 +27,11 @@ dropped and counted (``"unidirectional"``, strict or not): the platform cannot p
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import secrets
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Literal
 
@@ -45,8 +43,6 @@ from ..codec import (
     FRAME_MS,
     AudioEncoding,
     AudioFormat,
-    Resampler,
-    frame_size,
     l16_to_pcm16,
     pcm16_to_l16,
     pcm16_to_ulaw,
@@ -55,7 +51,7 @@ from ..codec import (
 from ..errors import ValidationError
 from ..events import Checkpoint, ClearAudio, MalformedFrame, PlayAudio, UnknownEvent
 from ..signalwire._signatures import compute_signature
-from ._media import PeerReport
+from ._media import PeerReport, _PeerBase
 
 __all__ = ["CODECS", "CompatMediaPeer", "codec_format"]
 
@@ -93,7 +89,7 @@ def _twilio_sid(prefix: str) -> str:
     return prefix + secrets.token_hex(16)
 
 
-class CompatMediaPeer:
+class CompatMediaPeer(_PeerBase):
     """One emulated SignalWire (or Twilio) media stream dialing ``url``.
 
     Args:
@@ -164,8 +160,6 @@ class CompatMediaPeer:
         self.format = codec_format(codec, twilio=twilio)
         if bidirectional and audio_track != "inbound":
             raise ValidationError("audio_track", "a bidirectional stream carries inbound only")
-        if speed <= 0:
-            raise ValidationError("speed", "must be positive")
         self.url = url
         self.codec = codec
         self.twilio = twilio
@@ -191,27 +185,11 @@ class CompatMediaPeer:
             stream_id=stream_sid or (_twilio_sid("MZ") if twilio else str(uuid.uuid4())),
             call_id=call_sid or (_twilio_sid("CA") if twilio else str(uuid.uuid4())),
         )
-        rate = self.format.sample_rate
-        if audio and audio_rate != rate:
-            resampler = Resampler(audio_rate, rate)
-            audio = resampler.process(audio) + resampler.flush()
-        self._audio = audio
-        self._seconds = seconds if seconds is not None else len(audio) / (2 * rate)
-        self._frame_pcm = frame_size(AudioEncoding.L16, rate)
-        self._ws: ClientConnection | None = None
-        self._playout: deque[tuple[str, bytes | str]] = deque()
-        self._queued_bytes = 0
-        self._caller = bytearray()
-        self._heard = bytearray()
+        self._init_peer(audio, audio_rate, seconds)
         self._seq = 0
         self._chunks = {"inbound": 0, "outbound": 0}
         self._send_lock = asyncio.Lock()
-        self._stall_until = 0.0
         self._ending = False
-        self._closed = asyncio.Event()
-        self._task: asyncio.Task[PeerReport] | None = None
-        self.hung_up = False
-        self.started = asyncio.Event()
         self.events: list[object] = []
         """Messages received other than ``media`` (marks, clears, refused or junk)."""
         self.injected_digits: list[str] = []
@@ -219,41 +197,11 @@ class CompatMediaPeer:
 
     # ------------------------------------------------------------------ results
     @property
-    def caller_pcm(self) -> bytes:
-        """What the caller said, as sent (PCM16 LE at the stream's rate)."""
-        return bytes(self._caller)
-
-    @property
-    def heard_pcm(self) -> bytes:
-        """What the caller heard, on the same timeline as :attr:`caller_pcm`."""
-        return bytes(self._heard)
-
-    @property
-    def stream_id(self) -> str:
-        """The ``streamSid`` announced in ``start``."""
-        return self.report.stream_id
-
-    @property
     def stream_sid(self) -> str:
         """The ``streamSid`` announced in ``start`` (same as :attr:`stream_id`)."""
         return self.report.stream_id
 
-    @property
-    def call_id(self) -> str:
-        """The ``callSid`` announced in ``start``."""
-        return self.report.call_id
-
     # ----------------------------------------------------------------- control
-    def start(self) -> asyncio.Task[PeerReport]:
-        """Dial in the background; returns the task (also awaitable via :meth:`run`)."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self.run())
-        return self._task
-
-    async def wait_closed(self) -> PeerReport:
-        """Wait for the stream to end; returns the report."""
-        return await self.start()
-
     async def send_dtmf(self, digit: str) -> None:
         """Press a key on the caller's phone: a ``dtmf`` message (compat 4.3.4).
 
@@ -281,16 +229,6 @@ class CompatMediaPeer:
 
         await self._send(frame)
 
-    async def send_raw(self, frame: str | bytes) -> None:
-        """Send anything (for hostile-input tests): malformed JSON, binary frames..."""
-        if self._ws is not None:
-            with contextlib.suppress(ConnectionClosed):
-                await self._ws.send(frame)
-
-    def stall(self, seconds: float) -> None:
-        """Stop sending media (the media path stalls) for ``seconds``."""
-        self._stall_until = time.monotonic() + seconds / self.speed
-
     async def hangup(self) -> None:
         """The caller hangs up (or the platform ends the stream): ``stop``, then close.
 
@@ -302,15 +240,6 @@ class CompatMediaPeer:
         if ws is not None:
             await self._send_stop()
             await ws.close()
-
-    def abort(self) -> None:
-        """Drop the TCP connection without a close handshake."""
-        if self._ws is not None and self._ws.transport is not None:
-            self._ws.transport.abort()
-
-    def _notify(self, event: str, **params: str) -> None:
-        if self.listener is not None:
-            self.listener(event, params)
 
     async def _send(self, build: Callable[[int], str]) -> bool:
         """Number and send one frame; frames go out in ``sequenceNumber`` order."""

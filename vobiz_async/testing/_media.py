@@ -19,6 +19,7 @@ comes from ``sampleRate`` only). ``strict=False`` obeys them as the older docs a
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import json
@@ -35,6 +36,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from ..codec import FRAME_MS, AudioFormat, ByteOrder, Resampler, Resamplers, frame_size
+from ..errors import ValidationError
 from ..events import Checkpoint, ClearAudio, MalformedFrame, PlayAudio, Stop, UnknownEvent
 from ._peer import PeerProtocol
 
@@ -96,7 +98,95 @@ class PeerReport:
     stream_timed_out: bool = False
 
 
-class MediaPeer:
+class _PeerBase(abc.ABC):
+    """What both emulated media peers share (this one and
+    :class:`~vobiz_async.testing.CompatMediaPeer`): the caller's audio at the stream's
+    rate, the recordings, the ids, and the controls a test drives."""
+
+    report: PeerReport
+    format: AudioFormat
+    speed: float
+    listener: Callable[[str, dict[str, str]], None] | None
+
+    def _init_peer(self, audio: bytes, audio_rate: int, seconds: float | None) -> None:
+        """The shared state; ``audio`` resampled to the stream's rate."""
+        if self.speed <= 0:
+            raise ValidationError("speed", "must be positive")
+        rate = self.format.sample_rate
+        if audio and audio_rate != rate:
+            resampler = Resampler(audio_rate, rate)
+            audio = resampler.process(audio) + resampler.flush()
+        self._audio = audio
+        self._seconds = seconds if seconds is not None else len(audio) / (2 * rate)
+        self._frame_pcm = frame_size("audio/x-l16", rate)
+        self._ws: ClientConnection | None = None
+        self._playout: deque[tuple[str, bytes | str]] = deque()
+        self._queued_bytes = 0
+        self._caller = bytearray()
+        self._heard = bytearray()
+        self._stall_until = 0.0
+        self._closed = asyncio.Event()
+        self._task: asyncio.Task[PeerReport] | None = None
+        self.hung_up = False
+        self.started = asyncio.Event()
+
+    # ------------------------------------------------------------------ results
+    @property
+    def caller_pcm(self) -> bytes:
+        """What the caller said, as sent (PCM16 LE at the stream's rate)."""
+        return bytes(self._caller)
+
+    @property
+    def heard_pcm(self) -> bytes:
+        """What the caller heard, on the same timeline as :attr:`caller_pcm`."""
+        return bytes(self._heard)
+
+    @property
+    def stream_id(self) -> str:
+        """The stream id (``streamSid`` on the compat dialect) announced in ``start``."""
+        return self.report.stream_id
+
+    @property
+    def call_id(self) -> str:
+        """The call id (``callSid`` on the compat dialect) announced in ``start``."""
+        return self.report.call_id
+
+    # ----------------------------------------------------------------- control
+    @abc.abstractmethod
+    async def run(self) -> PeerReport:
+        """Connect, stream for the call's duration, and return the report."""
+
+    def start(self) -> asyncio.Task[PeerReport]:
+        """Dial in the background; returns the task (also awaitable via :meth:`run`)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self.run())
+        return self._task
+
+    async def wait_closed(self) -> PeerReport:
+        """Wait for the stream to end; returns the report."""
+        return await self.start()
+
+    async def send_raw(self, frame: str | bytes) -> None:
+        """Send anything (for hostile-input tests): malformed JSON, binary frames..."""
+        if self._ws is not None:
+            with contextlib.suppress(ConnectionClosed):
+                await self._ws.send(frame)
+
+    def stall(self, seconds: float) -> None:
+        """Stop sending media (the media path stalls) for ``seconds``."""
+        self._stall_until = time.monotonic() + seconds / self.speed
+
+    def abort(self) -> None:
+        """Drop the TCP connection without a close handshake."""
+        if self._ws is not None and self._ws.transport is not None:
+            self._ws.transport.abort()
+
+    def _notify(self, event: str, **params: str) -> None:
+        if self.listener is not None:
+            self.listener(event, params)
+
+
+class MediaPeer(_PeerBase):
     """One emulated Vobiz media stream dialing ``url``.
 
     Args:
@@ -161,7 +251,6 @@ class MediaPeer:
         self.ssl = ssl
         self.listener = listener
         self.record = record
-        self.hung_up = False
         self.format = AudioFormat.parse(content_type)
         self.shape: Literal["nested", "flat"] = shape
         self.byte_order: ByteOrder = l16_byte_order
@@ -175,74 +264,18 @@ class MediaPeer:
         self.report = PeerReport(
             stream_id=stream_id or str(uuid.uuid4()), call_id=call_id or str(uuid.uuid4())
         )
-        rate = self.format.sample_rate
-        if audio and audio_rate != rate:
-            resampler = Resampler(audio_rate, rate)
-            audio = resampler.process(audio) + resampler.flush()
-        self._audio = audio
-        self._seconds = seconds if seconds is not None else len(audio) / (2 * rate)
-        self._frame_pcm = frame_size("audio/x-l16", rate)
+        self._init_peer(audio, audio_rate, seconds)
         self.proto = PeerProtocol()
-        self._ws: ClientConnection | None = None
-        self._playout: deque[tuple[str, bytes | str]] = deque()
-        self._queued_bytes = 0
         self._resamplers = Resamplers(self.format.sample_rate)
-        self._caller = bytearray()
-        self._heard = bytearray()
-        self._stall_until = 0.0
-        self._closed = asyncio.Event()
-        self._task: asyncio.Task[PeerReport] | None = None
         self._background: set[asyncio.Task[None]] = set()
-        self.started = asyncio.Event()
         self._timed_out = False
         self.events: list[object] = []
         """Commands received other than ``playAudio`` (checkpoints, clears, stop, junk)."""
 
-    # ------------------------------------------------------------------ results
-    @property
-    def caller_pcm(self) -> bytes:
-        """What the caller said, as sent (PCM16 LE at the stream's rate)."""
-        return bytes(self._caller)
-
-    @property
-    def heard_pcm(self) -> bytes:
-        """What the caller heard, on the same timeline as :attr:`caller_pcm`."""
-        return bytes(self._heard)
-
-    @property
-    def stream_id(self) -> str:
-        """The stream id announced in ``start``."""
-        return self.report.stream_id
-
-    @property
-    def call_id(self) -> str:
-        """The call id announced in ``start``."""
-        return self.report.call_id
-
     # ----------------------------------------------------------------- control
-    def start(self) -> asyncio.Task[PeerReport]:
-        """Dial in the background; returns the task (also awaitable via :meth:`run`)."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self.run())
-        return self._task
-
-    async def wait_closed(self) -> PeerReport:
-        """Wait for the stream to end; returns the report."""
-        return await self.start()
-
     async def send_dtmf(self, digit: str) -> None:
         """Press a key on the caller's phone."""
         await self.send_raw(self.proto.send_dtmf(digit, timestamp=int(time.time() * 1000)))
-
-    async def send_raw(self, frame: str | bytes) -> None:
-        """Send anything (for hostile-input tests): malformed JSON, binary frames..."""
-        if self._ws is not None:
-            with contextlib.suppress(ConnectionClosed):
-                await self._ws.send(frame)
-
-    def stall(self, seconds: float) -> None:
-        """Stop sending media (the media path stalls) for ``seconds``."""
-        self._stall_until = time.monotonic() + seconds / self.speed
 
     async def hangup(self) -> None:
         """The caller hangs up (or Vobiz ends the stream): close the socket normally.
@@ -253,15 +286,6 @@ class MediaPeer:
         self.hung_up = True
         if self._ws is not None:
             await self._ws.close()
-
-    def _notify(self, event: str, **params: str) -> None:
-        if self.listener is not None:
-            self.listener(event, params)
-
-    def abort(self) -> None:
-        """Drop the TCP connection without a close handshake."""
-        if self._ws is not None and self._ws.transport is not None:
-            self._ws.transport.abort()
 
     # --------------------------------------------------------------------- run
     async def run(self) -> PeerReport:
