@@ -151,6 +151,10 @@ class _Client(asyncio.Protocol):
                 self.open.set_exception(RuntimeError(head[:60].decode(errors="replace")))
                 return
             self.open.set_result(None)
+            # `start` at once, as Vobiz does: a socket without one counts against the
+            # server's pending-handshake bound (Limits.max_pending_handshakes).
+            assert self.transport is not None
+            self.transport.write(self.gen.start_frame(self.index))
             data, self.buffer = rest, b""
         if self.gen.echo:
             self.gen.on_echo(data)
@@ -202,28 +206,24 @@ class _Generator:
             )
             self.clients.append(client)
         await asyncio.gather(*(c.open for c in self.clients))
-        start_frames = []
-        for i, client in enumerate(self.clients):
-            body = json.dumps(
-                {
-                    "sequenceNumber": 0,
-                    "event": "start",
-                    "start": {
-                        "callId": f"call-{i}",
-                        "streamId": f"stream-{i}",
-                        "accountId": "1",
-                        "tracks": ["inbound"],
-                        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000},
-                    },
-                    "extra_headers": "{}",
-                }
-            )
-            start_frames.append(
-                (client, Frame(Opcode.TEXT, body.encode()).serialize(mask=True, extensions=[]))
-            )
-        for client, frame in start_frames:
-            assert client.transport is not None
-            client.transport.write(frame)
+
+    @staticmethod
+    def start_frame(i: int) -> bytes:
+        body = json.dumps(
+            {
+                "sequenceNumber": 0,
+                "event": "start",
+                "start": {
+                    "callId": f"call-{i}",
+                    "streamId": f"stream-{i}",
+                    "accountId": "1",
+                    "tracks": ["inbound"],
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000},
+                },
+                "extra_headers": "{}",
+            }
+        )
+        return Frame(Opcode.TEXT, body.encode()).serialize(mask=True, extensions=[])
 
     async def run(self, seconds: float) -> None:
         """Send at real time. Calls are spread over the 20 ms tick in ``PHASES`` groups,
@@ -291,6 +291,7 @@ async def scenario(
         proc.stdin.write(b"report\n")
         await proc.stdin.drain()
         report = json.loads(await proc.stdout.readline())
+        calls_dropped = gen.lost  # connections the server closed before the end
         gen.close()
     finally:
         proc.stdin.close()
@@ -302,6 +303,7 @@ async def scenario(
         "scenario": f"{'echo' if echo else 'receive'} x{calls}",
         "calls": calls,
         "seconds": seconds,
+        "calls_dropped": calls_dropped,
         "frames_sent": sent,
         "frames_received": frames,
         # Loss compares totals since connect (the measured window's edges race the
@@ -349,6 +351,7 @@ def main() -> None:
         [
             "server",
             "scenario",
+            "calls_dropped",
             "frames_sent",
             "frames_lost",
             "p50_ms",
