@@ -48,7 +48,16 @@ from ..events import (
     UnknownEvent,
     json_string,
 )
-from .vobiz import Media, MediaBody, as_int, decode_object, dtmf_digit, malformed, opt_str
+from .vobiz import (
+    Media,
+    MediaBody,
+    as_int,
+    decode_object,
+    dtmf_digit,
+    malformed,
+    media_payload,
+    opt_str,
+)
 
 __all__ = [
     "MEDIA_SUFFIX",
@@ -129,16 +138,10 @@ def decode_media(frame: str | bytes) -> Media | None:
 
 
 def _media_tolerant(msg: dict[str, Any], frame: str | bytes, sid: str | None) -> Inbound:
-    media = msg.get("media")
-    if type(media) is not dict:
-        return malformed("missing-field", frame, "media")
-    payload = media.get("payload")
-    if type(payload) is not str:
-        return malformed("missing-field", frame, "media.payload")
-    try:
-        raw = binascii.a2b_base64(payload, strict_mode=True)
-    except (binascii.Error, ValueError) as exc:
-        return malformed("bad-base64", frame, str(exc))
+    found = media_payload(msg, frame)
+    if isinstance(found, MalformedFrame):
+        return found
+    media, raw = found
     timestamp = media.get("timestamp")
     return Media(
         event="media",

@@ -142,8 +142,12 @@ def decode_media(frame: str | bytes) -> Media | None:
     return wire if wire.event == "media" else None
 
 
-def _media_tolerant(msg: dict[str, Any], frame: str | bytes) -> Media | MalformedFrame:
-    """A ``media`` frame the typed decoder refused: find out what is wrong, or take it."""
+def media_payload(
+    msg: dict[str, Any], frame: str | bytes
+) -> tuple[dict[str, Any], bytes] | MalformedFrame:
+    """The ``media`` object of a frame the typed decoder refused, and its payload decoded
+    (strict base64); what is missing or broken as a :class:`MalformedFrame`. Both
+    dialects carry audio this way (spec 4.3.3, compat 4.3.3)."""
     media = msg.get("media")
     if type(media) is not dict:
         return malformed("missing-field", frame, "media")
@@ -151,9 +155,17 @@ def _media_tolerant(msg: dict[str, Any], frame: str | bytes) -> Media | Malforme
     if type(payload) is not str:
         return malformed("missing-field", frame, "media.payload")
     try:
-        raw = binascii.a2b_base64(payload, strict_mode=True)
+        return media, binascii.a2b_base64(payload, strict_mode=True)
     except (binascii.Error, ValueError) as exc:
         return malformed("bad-base64", frame, str(exc))
+
+
+def _media_tolerant(msg: dict[str, Any], frame: str | bytes) -> Media | MalformedFrame:
+    """A ``media`` frame the typed decoder refused: find out what is wrong, or take it."""
+    found = media_payload(msg, frame)
+    if isinstance(found, MalformedFrame):
+        return found
+    media, raw = found
     rate = media.get("sampleRate")
     if type(rate) is float and rate.is_integer():
         rate = int(rate)
