@@ -39,15 +39,29 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 # ----------------------------------------------------------------------------- server side
-def run_server(mode: str, echo: bool, use_uvloop: bool) -> None:
-    """Child process: serve, then print a JSON report when stdin says 'report'."""
+def run_server(mode: str, echo: bool, use_uvloop: bool, profile: str | None = None) -> None:
+    """Child process: serve, then print a JSON report when stdin says 'report'.
+
+    With ``profile``, the whole run is profiled (cProfile) and the stats written there
+    (``python -m pstats FILE`` to read them)."""
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {0})
     if use_uvloop:
         import uvloop  # type: ignore[import-not-found,unused-ignore]
 
         uvloop.install()
-    asyncio.run(_server_main(mode, echo))
+    if profile is None:
+        asyncio.run(_server_main(mode, echo))
+        return
+    import cProfile
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        asyncio.run(_server_main(mode, echo))
+    finally:
+        profiler.disable()
+        profiler.dump_stats(profile)
 
 
 async def _server_main(mode: str, echo: bool) -> None:
@@ -261,7 +275,12 @@ class _Generator:
 
 
 async def scenario(
-    mode: str, calls: int, echo: bool, seconds: float, use_uvloop: bool
+    mode: str,
+    calls: int,
+    echo: bool,
+    seconds: float,
+    use_uvloop: bool,
+    profile: str | None = None,
 ) -> dict[str, Any]:
     """Run one scenario; returns its row."""
     args = [__file__, "--role", "server", "--mode", mode]
@@ -269,6 +288,8 @@ async def scenario(
         args.append("--echo")
     if use_uvloop:
         args.append("--uvloop")
+    if profile is not None:
+        args += ["--profile", profile]
     proc = await asyncio.create_subprocess_exec(
         sys.executable, *args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, limit=1 << 24
     )
@@ -300,6 +321,7 @@ async def scenario(
     frames = report["frames"]
     return {
         "server": "vobiz_async" if mode == "lib" else "bare websockets",
+        "loop": "uvloop" if use_uvloop else "asyncio",
         "scenario": f"{'echo' if echo else 'receive'} x{calls}",
         "calls": calls,
         "seconds": seconds,
@@ -320,36 +342,148 @@ async def scenario(
     }
 
 
+def _passes(row: dict[str, Any], p99_target: float) -> bool:
+    """An echo run meets the capacity target: nothing lost, round trip p99 in bounds."""
+    p99 = row["echo_rtt_p99_ms"]
+    return (
+        row["calls_dropped"] == 0
+        and row["frames_lost"] == 0
+        and p99 is not None
+        and p99 <= p99_target
+    )
+
+
+def capacity(
+    mode: str, use_uvloop: bool, seconds: float, p99_target: float, step: int, ceiling: int
+) -> dict[str, Any]:
+    """Most real-time echo calls one core carries with p99 round trip <= ``p99_target``
+    and 0 frames lost: a ladder of ``step``-call rungs up to the first failure, then a
+    bisection to ``step // 4`` calls. Returns the row of the best passing run."""
+    tried: dict[int, dict[str, Any]] = {}
+
+    def probe(calls: int) -> bool:
+        row = asyncio.run(scenario(mode, calls, True, seconds, use_uvloop))
+        tried[calls] = row
+        verdict = "ok" if _passes(row, p99_target) else "over"
+        print(
+            f"  capacity {row['server']} ({row['loop']}): {calls} calls -> p99 "
+            f"{row['echo_rtt_p99_ms']} ms, lost {row['frames_lost']}, "
+            f"dropped {row['calls_dropped']}: {verdict}",
+            flush=True,
+        )
+        return verdict == "ok"
+
+    good, bad = 0, ceiling + step
+    calls = step
+    while calls <= ceiling:
+        if not probe(calls):
+            bad = calls
+            break
+        good = calls
+        calls += step
+    resolution = max(1, step // 4)
+    while bad - good > resolution and good < ceiling:
+        middle = (good + bad) // 2
+        if probe(middle):
+            good = middle
+        else:
+            bad = middle
+    best: dict[str, Any] = (
+        dict(tried[good])
+        if good
+        else {
+            "server": "vobiz_async" if mode == "lib" else "bare websockets",
+            "loop": "uvloop" if use_uvloop else "asyncio",
+        }
+    )
+    best["calls_per_core"] = good
+    best["p99_target_ms"] = p99_target
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--role", default="bench", choices=["bench", "server"])
     parser.add_argument("--mode", default="lib", choices=["lib", "bare"])
     parser.add_argument("--echo", action="store_true")
-    parser.add_argument("--uvloop", action="store_true", help="run the servers on uvloop")
+    parser.add_argument("--uvloop", action="store_true", help="(server role) run on uvloop")
+    parser.add_argument(
+        "--loops",
+        default=None,
+        help="comma-separated event loops to measure: asyncio,uvloop "
+        "(default: both when uvloop is installed)",
+    )
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--echo-calls", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--capacity",
+        action="store_true",
+        help="also find the echo calls per core at the p99 target for each server and loop",
+    )
+    parser.add_argument("--p99-target", type=float, default=20.0, help="ms (default 20)")
+    parser.add_argument("--capacity-seconds", type=float, default=5.0)
+    parser.add_argument("--capacity-step", type=int, default=100)
+    parser.add_argument("--capacity-ceiling", type=int, default=1500)
+    parser.add_argument(
+        "--profile",
+        default=None,
+        help="(server role: a file) profile the server with cProfile; "
+        "(bench: a directory) one .prof per scenario",
+    )
     parser.add_argument("--out", default="bench_server", help="results file name")
     args = parser.parse_args()
     if args.role == "server":
-        run_server(args.mode, args.echo, args.uvloop)
+        run_server(args.mode, args.echo, args.uvloop, args.profile)
         return
+    if args.loops is None:
+        try:
+            import uvloop  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
+        except ImportError:
+            loops = ["asyncio"]
+        else:
+            loops = ["asyncio", "uvloop"]
+    else:
+        loops = [loop.strip() for loop in args.loops.split(",") if loop.strip()]
+    if args.profile:
+        os.makedirs(args.profile, exist_ok=True)
+
+    def profile_path(mode: str, echo: bool, loop: str) -> str | None:
+        if not args.profile:
+            return None
+        name = f"{mode}-{'echo' if echo else 'receive'}-{loop}.prof"
+        return os.path.join(args.profile, name)
+
     rows = []
-    for mode in ("lib", "bare"):
-        rows.append(asyncio.run(scenario(mode, args.calls, False, args.seconds, args.uvloop)))
-        rows.append(asyncio.run(scenario(mode, args.echo_calls, True, args.seconds, args.uvloop)))
+    for loop in loops:
+        uv = loop == "uvloop"
+        for mode in ("lib", "bare"):
+            for echo, calls in ((False, args.calls), (True, args.echo_calls)):
+                if calls <= 0:
+                    continue
+                rows.append(
+                    asyncio.run(
+                        scenario(
+                            mode, calls, echo, args.seconds, uv, profile_path(mode, echo, loop)
+                        )
+                    )
+                )
     for row in rows:
         bare = next(
-            r for r in rows if r["server"] == "bare websockets" and r["scenario"] == row["scenario"]
+            r
+            for r in rows
+            if r["server"] == "bare websockets"
+            and r["scenario"] == row["scenario"]
+            and r["loop"] == row["loop"]
         )
         if row["cpu_us_per_frame"] and bare["cpu_us_per_frame"]:
             row["cpu_vs_bare"] = row["cpu_us_per_frame"] / bare["cpu_us_per_frame"]
     print_table(
-        f"media server, {args.seconds:g} s at real time, "
-        f"loop={'uvloop' if args.uvloop else 'asyncio'}",
+        f"media server, {args.seconds:g} s at real time, server on one core",
         rows,
         [
             "server",
+            "loop",
             "scenario",
             "calls_dropped",
             "frames_sent",
@@ -362,7 +496,43 @@ def main() -> None:
             "cpu_vs_bare",
         ],
     )
-    write_json(args.out, {"loop": "uvloop" if args.uvloop else "asyncio", "rows": rows})
+    capacity_rows: list[dict[str, Any]] = []
+    if args.capacity:
+        for loop in loops:
+            for mode in ("lib", "bare"):
+                capacity_rows.append(
+                    capacity(
+                        mode,
+                        loop == "uvloop",
+                        args.capacity_seconds,
+                        args.p99_target,
+                        args.capacity_step,
+                        args.capacity_ceiling,
+                    )
+                )
+        for row in capacity_rows:
+            bare = next(
+                r
+                for r in capacity_rows
+                if r["server"] == "bare websockets" and r["loop"] == row["loop"]
+            )
+            if bare["calls_per_core"]:
+                row["capacity_vs_bare"] = row["calls_per_core"] / bare["calls_per_core"]
+        print_table(
+            f"echo calls per core at p99 round trip <= {args.p99_target:g} ms, 0 lost "
+            f"({args.capacity_seconds:g} s runs)",
+            capacity_rows,
+            [
+                "server",
+                "loop",
+                "calls_per_core",
+                "echo_rtt_p99_ms",
+                "cpu_us_per_frame",
+                "server_cpu_%",
+                "capacity_vs_bare",
+            ],
+        )
+    write_json(args.out, {"loops": loops, "rows": rows, "capacity": capacity_rows})
 
 
 if __name__ == "__main__":

@@ -532,6 +532,29 @@ def test_frames_due_keeps_the_lead_then_one_frame_per_20_ms() -> None:
     assert proto.stats.frames_out == 9
 
 
+def test_coalesce_tops_up_each_due_frame_with_those_due_soon_after() -> None:
+    """With coalesce_ms=40 each due frame brings the next two: a third of the calls
+    (writes), the same audio rate, and never more than lead + coalesce ahead."""
+    plain, coalesced = started(lead_ms=100.0), started(lead_ms=100.0, coalesce_ms=40.0)
+    batches: dict[str, list[int]] = {"plain": [], "coalesced": []}
+    for name, proto in (("plain", plain), ("coalesced", coalesced)):
+        proto.play(tone(8000, 2000), 8000, now=0.0)
+        now = 0.0
+        for _ in range(200):  # bounded: 100 frames go out over ~2 s
+            frames = proto.frames_due(now)
+            if frames:
+                batches[name].append(len(frames))
+                assert proto.playout_end - now <= 0.1 + 0.04 + 0.02 + 1e-9
+            due = proto.next_due(now)
+            if due is None:
+                break
+            now = due + 1e-6  # as the pacer does (it takes what is due within 1 ms)
+    assert sum(batches["plain"]) == sum(batches["coalesced"]) == 100
+    assert batches["plain"][0] == 6 and set(batches["plain"][1:]) == {1}
+    assert batches["coalesced"][0] == 8 and set(batches["coalesced"][1:-1]) == {3}
+    assert plain.playout_end == pytest.approx(coalesced.playout_end)
+
+
 def test_next_due_is_none_when_nothing_is_queued_and_now_for_a_checkpoint() -> None:
     """A lone checkpoint is due at once; an empty queue has nothing due."""
     proto = started()

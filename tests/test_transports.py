@@ -231,6 +231,29 @@ async def test_paced_playback_checkpoint_played_and_stop(launch: Launch) -> None
     assert report.play_frames == 75 and report.max_queued_ms < 700
 
 
+async def test_coalesced_writes_carry_the_same_paced_audio(launch: Launch) -> None:
+    """Pacing.coalesce_ms=60 sends the same 1.5 s in under half the paced writes of
+    coalesce_ms=0, still paced (the peer's queue stays under lead + coalesce)."""
+    writes: dict[float, int] = {}
+
+    for coalesce in (0.0, 60.0):
+
+        async def handler(session: StreamSession, coalesce: float = coalesce) -> None:
+            await session.play(speech_like(1.5, 8000))
+            await session.checkpoint("end")
+            writes[coalesce] = session.stats.paced_writes
+            await session.stop()
+
+        pacing = Pacing(lead_ms=200, coalesce_ms=coalesce)
+        async with launch(handler, pacing=pacing) as running:
+            report = await MediaPeer(running.url, seconds=5.0, hangup_when_done=False).wait_closed()
+        assert report.play_frames == 75 and report.played_checkpoints == ["end"]
+        assert report.max_queued_ms < 200 + coalesce + 300
+    # 0 ms: the lead burst, then one write per frame; 60 ms: a burst, then up to 4 at
+    # a time (play() queues 100 ms slices, so a slice's tail can go alone).
+    assert writes[0.0] > 55 and writes[60.0] < writes[0.0] / 2
+
+
 async def test_clear_voids_checkpoint_and_waits_for_cleared_audio(launch: Launch) -> None:
     """clear() voids the pending checkpoint, and returns once clearedAudio arrived."""
     results: dict[str, Any] = {}

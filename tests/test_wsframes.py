@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 from websockets.frames import Frame, Opcode
 
-from vobiz_async._wsframes import FrameSplitter, Piece
+from vobiz_async._wsframes import FrameSplitter, Piece, text_frame
 
 
 def frame(opcode: Opcode, data: bytes, *, fin: bool = True, mask: bool = True) -> bytes:
@@ -73,3 +74,11 @@ def test_an_oversized_frame_is_refused_before_it_is_buffered() -> None:
     header_only = frame(Opcode.TEXT, b"y" * 101)[:8]
     assert splitter.feed(header_only) == [(Piece.TOO_BIG, b"")]
     assert splitter.pending == 0
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 300, 65535, 65536, 70000])
+def test_text_frame_is_byte_for_byte_what_websockets_writes(size: int) -> None:
+    """text_frame() equals websockets' own unmasked serialisation at every length class."""
+    payload = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+    expected = Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
+    assert text_frame(payload) == expected

@@ -9,6 +9,7 @@ from __future__ import annotations
 import resource
 from dataclasses import dataclass, field
 
+from .errors import ValidationError
 from .recording import DEFAULT_MAX_RECORDING_BYTES
 
 __all__ = ["Limits", "Pacing", "default_max_sessions"]
@@ -46,11 +47,25 @@ class Pacing:
             arrives (Vobiz's own sample does this: audio sent during a flush can be
             partly dropped, spec 4.4.3), with ``clear_ack_timeout`` as the fallback.
         clear_ack_timeout: seconds to wait for ``clearedAudio``.
+        coalesce_ms: when a frame is due, also send those due within this much more
+            time, in one write (one syscall instead of several). Vobiz then holds up
+            to ``lead_ms + coalesce_ms`` of audio, so a barge-in flushes that much more
+            there (our accounting of what was heard is unchanged), in exchange for
+            about ``20 / (20 + coalesce_ms)`` of the writes while speaking. 0: one
+            frame per write. Replies that arrive in real time (an echo, a streaming
+            TTS at 1x) are sent as they come either way.
     """
 
     lead_ms: float = 200.0
     wait_for_cleared: bool = True
     clear_ack_timeout: float = 1.0
+    coalesce_ms: float = 40.0
+
+    def __post_init__(self) -> None:
+        for name in ("lead_ms", "coalesce_ms", "clear_ack_timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise ValidationError(name, f"must be a number >= 0, got {value!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -120,6 +120,7 @@ class StreamLink:
             outbound_byte_order=server.outbound_byte_order,
             outbound_format=server.outbound_format,
             lead_ms=server.pacing.lead_ms,
+            coalesce_ms=server.pacing.coalesce_ms,
             provider=server.provider,
             max_audio_bytes=server.limits.max_audio_frame_bytes,
             accept_restart=False,

@@ -30,7 +30,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State as WsState
 from websockets.server import ServerProtocol
 
-from ._wsframes import FrameSplitter, Piece
+from ._wsframes import FrameSplitter, Piece, text_frame
 
 if TYPE_CHECKING:
     from .server import MediaServer, StreamLink
@@ -448,11 +448,24 @@ class _Connection(asyncio.Protocol):
     # ------------------------------------------------------------------ writing
     def send_text(self, text: str) -> None:
         """Write one text frame now. Every frame of the stream goes through here."""
-        ws = self.ws
-        if ws.state is not WsState.OPEN or self._lost:
+        if self.ws.state is not WsState.OPEN or self._lost:
             return
-        ws.send_text(text.encode())
-        self._flush()
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        # The frame is built here rather than by websockets' protocol object: no
+        # extension is ever negotiated and we never fragment, so its send_text would
+        # only add a frame object, a list and a second write call per frame.
+        transport.write(text_frame(text.encode()))
+
+    def send_texts(self, texts: list[str]) -> None:
+        """Write several text frames with one ``write`` (one syscall)."""
+        if self.ws.state is not WsState.OPEN or self._lost:
+            return
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(b"".join([text_frame(text.encode()) for text in texts]))
 
     def _flush(self) -> None:
         transport = self.transport

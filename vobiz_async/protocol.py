@@ -229,6 +229,9 @@ class StreamProtocol:
         auto_detect_ms: audio to look at before deciding the byte order in ``"auto"``.
         lead_ms: audio kept queued at Vobiz ahead of the playout point by
             :meth:`frames_due` (the pacing lead, see ``Pacing.lead_ms``).
+        coalesce_ms: once a frame is due, :meth:`frames_due` also hands out the
+            frames due within this much more time, so a shell writes them together
+            (``Pacing.coalesce_ms``). 0: one frame per 20 ms.
         provider: the wire dialect: ``"vobiz"``, ``"signalwire"`` or
             ``"twilio"`` (the Twilio-compatible dialect), or ``"auto"`` (default): the
             first frame tells (``connected``, or a ``start`` with ``streamSid``, is
@@ -254,6 +257,7 @@ class StreamProtocol:
         outbound_format: AudioFormat | None = None,
         auto_detect_ms: int = 500,
         lead_ms: float = 200.0,
+        coalesce_ms: float = 0.0,
         provider: Provider = "auto",
         max_audio_bytes: int | None = None,
         accept_restart: bool = True,
@@ -299,6 +303,7 @@ class StreamProtocol:
         self._play_prefix = ""
         self._play_suffix = ""
         self._lead = lead_ms / 1000
+        self._coalesce = max(0.0, coalesce_ms) / 1000
         self._queue: deque[str | _QueuedCheckpoint] = deque()
         self._queued_audio = 0
         self._playout_end = 0.0
@@ -750,6 +755,9 @@ class StreamProtocol:
         Audio goes out while less than ``lead_ms`` of it is queued at Vobiz ahead of
         the playout point (the first ``lead_ms`` of an utterance at once, then one
         frame per 20 ms); a checkpoint goes out as soon as the audio before it has.
+        With ``coalesce_ms``, a call that hands out one due frame also hands out those
+        due within ``coalesce_ms`` after it (Vobiz then holds up to ``lead_ms +
+        coalesce_ms``), so the shell can write them in one go.
 
         Args:
             now: the current time (seconds, the clock ``play``/``clear`` are given).
@@ -769,6 +777,7 @@ class StreamProtocol:
             if type(item) is str:
                 if end - now > lead:
                     break
+                lead = self._lead + self._coalesce  # top up in the same write
                 queue.popleft()
                 out.append(item)
                 if self._utterance_started is None:

@@ -50,6 +50,7 @@ from .trace import CallTrace
 __all__ = ["Pacer", "SessionStats", "StreamSession", "Transport"]
 
 _SLICE_MS = 100
+_BATCH_FRAMES = 16  # frames one write may carry (the lead burst; a coalesced top-up)
 
 
 class Transport(Protocol):
@@ -62,6 +63,10 @@ class Transport(Protocol):
     def send_text(self, text: str) -> None:
         """Write one text frame now (buffered; never blocks). A closed transport
         silently ignores it: the session learns of the close separately."""
+
+    def send_texts(self, texts: list[str]) -> None:
+        """Write several text frames, in order, as one write where the transport can
+        (the pacer's batches); otherwise as :meth:`send_text` does."""
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Start a close handshake."""
@@ -94,6 +99,8 @@ class SessionStats:
             its playout end the acknowledgement arrived.
         clear_round_trip_ms: per ``clearAudio``, the time until ``clearedAudio``
             arrived (measured on the read path, not when the application reads it).
+        paced_writes: writes the pacer made for our audio and checkpoints; frames
+            coalesced into one write (``Pacing.coalesce_ms``) count once.
     """
 
     frames_in: int = 0
@@ -111,6 +118,7 @@ class SessionStats:
     sent_ms: float = 0.0
     played_ms: float = 0.0
     queued_ms: float = 0.0
+    paced_writes: int = 0
     checkpoint_latency_ms: list[float] = field(default_factory=list)
     clear_round_trip_ms: list[float] = field(default_factory=list)
 
@@ -221,6 +229,7 @@ class StreamSession:
         self._play_lock = asyncio.Lock()
         self._generation = 0
         self._pacer_due = float("inf")
+        self._paced_writes = 0
         self._drained: asyncio.Future[None] | None = None
         self._clear_gate: asyncio.Future[None] | None = None
         self._checkpoints: dict[str, asyncio.Future[CheckpointOutcome]] = {}
@@ -301,6 +310,7 @@ class StreamSession:
             queued_ms=max(0.0, (self._proto.playout_end - self._loop.time()) * 1000),
             checkpoint_latency_ms=list(playout.checkpoint_latency_ms),
             clear_round_trip_ms=list(playout.clear_round_trip_ms),
+            paced_writes=self._paced_writes,
         )
 
     def __repr__(self) -> str:
@@ -445,14 +455,21 @@ class StreamSession:
             return
         late = proto.stats.late_outbound
         sent = 0
-        # One frame at a time while the write buffer has room: backpressure stops the
-        # pacing at the frame that filled it (resume_writing wakes us again).
+        # A batch at a time (what is due, topped up by Pacing.coalesce_ms, in one
+        # write) while the write buffer has room: backpressure stops the pacing at the
+        # batch that filled it (resume_writing wakes us again).
         while not transport.write_paused:
-            frames = proto.frames_due(now, 1)
+            frames = proto.frames_due(now, _BATCH_FRAMES)
             if not frames:
                 break
-            transport.send_text(frames[0])
-            sent += 1
+            if len(frames) == 1:
+                transport.send_text(frames[0])
+            else:
+                transport.send_texts(frames)
+            self._paced_writes += 1
+            sent += len(frames)
+            if not proto.has_queued:
+                break
         trace = self.trace
         if trace is not None and sent:
             trace.count("out", sent, now=now)
@@ -603,7 +620,12 @@ class StreamSession:
         self._clear_gate = None
 
     async def _until_sent(self, generation: int) -> None:
-        """Wait until the protocol's queue is empty (or a clear or the close came)."""
+        """Wait until the protocol's queue is empty (or a clear or the close came).
+
+        What is due already goes out here and now: an echo or a short reply costs no
+        timer, no future and no task switch (the pacer takes over for the rest)."""
+        if self._proto.has_queued and not self._closed:
+            self._pump(self._loop.time())
         while self._proto.has_queued and generation == self._generation and not self._closed:
             self._drained = self._loop.create_future()
             self._pacer.wake(self)

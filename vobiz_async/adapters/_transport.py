@@ -72,6 +72,11 @@ class QueuedTransport(ABC):
                 self._later("stall", stall, self._write_stalled)
         self._wake.set()
 
+    def send_texts(self, texts: list[str]) -> None:
+        """Queue several frames, in order (the framework sends them one by one)."""
+        for text in texts:
+            self.send_text(text)
+
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Send what is queued, then a close frame; drop the connection if the close
         handshake has not finished within ``Limits.close_timeout``."""
