@@ -1,6 +1,7 @@
-"""What the REST clients (Vobiz, SignalWire) share: timeouts, retries, the lifecycle.
+"""What the REST clients (Vobiz, SignalWire) share: timeouts, retries, body limits,
+the bounded body reader, the lifecycle.
 
-``Timeouts`` and ``RetryPolicy`` are public through ``vobiz_async.client``.
+``Timeouts``, ``RetryPolicy`` and ``RestLimits`` are public through ``vobiz_async.client``.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import email.utils
 import json
 import random
 import time
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -16,15 +18,22 @@ from typing import Any, Self
 
 import aiohttp
 
-from .errors import StreamClosedError, ValidationError
+from .errors import (
+    InvalidResponseError,
+    ResponseTooLargeError,
+    StreamClosedError,
+    ValidationError,
+)
 
 __all__ = [
     "HttpResource",
+    "RestLimits",
     "RetryPolicy",
     "Timeouts",
     "coerce_retry",
     "coerce_timeouts",
     "parse_body",
+    "read_capped",
     "retry_after_header",
 ]
 
@@ -82,6 +91,33 @@ class RetryPolicy:
         return base * (1 + self.jitter * random.random())
 
 
+@dataclass(frozen=True, slots=True)
+class RestLimits:
+    """Bounds on what a REST client (Vobiz or SignalWire) accepts from the network.
+
+    Attributes:
+        max_body_bytes: the longest response body read, after decompression (1 MiB;
+            a stream list page of 20 is about 10 KB). Longer raises
+            :class:`~vobiz_async.errors.ResponseTooLargeError` without reading on.
+            Both clients apply it.
+        max_pages: pages :meth:`~vobiz_async.client.StreamsAPI.iterate` reads before
+            raising :class:`~vobiz_async.errors.PaginationLimitError` (100; Vobiz only,
+            SignalWire has no list endpoint).
+        max_items: streams :meth:`~vobiz_async.client.StreamsAPI.iterate` yields before
+            raising the same (2,000; a call rarely has more than a handful; Vobiz only).
+    """
+
+    max_body_bytes: int = 1024 * 1024
+    max_pages: int = 100
+    max_items: int = 2000
+
+    def __post_init__(self) -> None:
+        for name in ("max_body_bytes", "max_pages", "max_items"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValidationError(name, "must be a positive integer")
+
+
 def coerce_timeouts(value: Timeouts | float | None) -> Timeouts:
     """A :class:`Timeouts` from a value, plain seconds (total) or None (the defaults).
 
@@ -113,13 +149,58 @@ def coerce_retry(value: RetryPolicy | int | None) -> RetryPolicy:
 
 
 def parse_body(text: str) -> Any:
-    """JSON if it parses, else the text (cut to 2,000 characters), None when empty."""
+    """JSON if it parses, else the text (cut to 2,000 characters), None when empty.
+
+    JSON nested too deep to parse counts as not JSON.
+    """
     if not text.strip():
         return None
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return text[:2000]
+
+
+async def read_capped(
+    raw: aiohttp.ClientResponse, cap: int, method: str, url: str, *, inflate: bool
+) -> bytes:
+    """Read the decoded body, stopping one byte past ``cap``.
+
+    A client's own HTTP session does not let aiohttp decompress (how much memory
+    aiohttp's own decompression takes differs between its releases; see
+    :meth:`HttpResource._new_session`): a gzip or deflate body is inflated here, at
+    most ``cap + 1`` bytes, so a gzip bomb never inflates in memory (``inflate``).
+    With a session the caller passed in, aiohttp has decoded the body already and it
+    is read up to the same cap.
+
+    Raises:
+        ResponseTooLargeError: more than ``cap`` bytes once decoded.
+        InvalidResponseError: a compressed body that does not inflate.
+    """
+    encoding = raw.headers.get("Content-Encoding", "").strip().lower()
+    inflater = None
+    if inflate and encoding in ("gzip", "x-gzip", "deflate"):
+        inflater = zlib.decompressobj(47)  # gzip or zlib, from the header
+    buf = bytearray()
+    while len(buf) <= cap:
+        chunk = await raw.content.read(64 * 1024)
+        if not chunk:
+            if inflater is not None:
+                buf += inflater.flush()
+                if len(buf) > cap:
+                    break
+            return bytes(buf)
+        if inflater is not None:
+            try:
+                chunk = inflater.decompress(chunk, cap + 1 - len(buf))
+            except zlib.error as exc:
+                raw.close()
+                raise InvalidResponseError(
+                    "bad-encoding", f"{encoding} body: {exc}", method=method, url=url
+                ) from None
+        buf += chunk
+    raw.close()
+    raise ResponseTooLargeError(cap, method=method, url=url)
 
 
 def retry_after_header(headers: Mapping[str, str]) -> float | None:
@@ -143,7 +224,8 @@ class HttpResource:
     session, closed once, refused after close.
 
     Subclasses set :attr:`name` (for the error message) and may override
-    :meth:`_new_session`.
+    :meth:`_new_session`. Its own session leaves bodies compressed: they are
+    inflated, bounded, by :func:`read_capped` (``inflate=self._owns_session``).
     """
 
     name = "client"
@@ -178,7 +260,8 @@ class HttpResource:
         return self._closed
 
     def _new_session(self) -> aiohttp.ClientSession:
-        return aiohttp.ClientSession()
+        # Bodies are inflated by read_capped, bounded; never by aiohttp.
+        return aiohttp.ClientSession(auto_decompress=False)
 
     def _ensure_open(self) -> aiohttp.ClientSession:
         if self._closed:

@@ -26,7 +26,6 @@ import json as json_module
 import logging
 import os
 import urllib.parse
-import zlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -37,10 +36,12 @@ import pydantic
 from . import __name__ as _package
 from ._http import (
     HttpResource,
+    RestLimits,
     RetryPolicy,
     Timeouts,
     coerce_retry,
     coerce_timeouts,
+    read_capped,
     retry_after_header,
 )
 from ._rules import check_safe_id
@@ -53,7 +54,6 @@ from .errors import (
     PaginationLimitError,
     RateLimitError,
     RequestTimeoutError,
-    ResponseTooLargeError,
     RestError,
     ServerError,
     StartOutcomeUnknownError,
@@ -74,31 +74,6 @@ __all__ = [
 
 DEFAULT_BASE_URL = "https://api.vobiz.ai"
 log = logging.getLogger(f"{_package}.client")
-
-
-@dataclass(frozen=True, slots=True)
-class RestLimits:
-    """Bounds on what the REST client accepts from the network.
-
-    Attributes:
-        max_body_bytes: the longest response body read, after decompression (1 MiB;
-            a stream list page of 20 is about 10 KB). Longer raises
-            :class:`~vobiz_async.errors.ResponseTooLargeError` without reading on.
-        max_pages: pages :meth:`StreamsAPI.iterate` reads before raising
-            :class:`~vobiz_async.errors.PaginationLimitError` (100).
-        max_items: streams :meth:`StreamsAPI.iterate` yields before raising the same
-            (2,000; a call rarely has more than a handful).
-    """
-
-    max_body_bytes: int = 1024 * 1024
-    max_pages: int = 100
-    max_items: int = 2000
-
-    def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "max_pages", "max_items"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValidationError(name, "must be a positive integer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,10 +182,6 @@ class VobizClient(HttpResource):
     def __repr__(self) -> str:
         return f"VobizClient(auth_id={self.auth_id!r}, base_url={self.base_url!r})"
 
-    def _new_session(self) -> aiohttp.ClientSession:
-        # We inflate bodies ourselves, bounded (see _read_capped).
-        return aiohttp.ClientSession(auto_decompress=False)
-
     def _headers(self) -> dict[str, str]:
         return {
             "X-Auth-ID": self.auth_id,
@@ -275,7 +246,7 @@ class VobizClient(HttpResource):
                     headers=self._headers(),
                     timeout=client_timeout,
                 ) as raw:
-                    data = await _read_capped(
+                    data = await read_capped(
                         raw, self.limits.max_body_bytes, method, url, inflate=self._owns_session
                     )
                     body, problem = _parse_body(data.decode("utf-8", "replace"))
@@ -310,47 +281,6 @@ class VobizClient(HttpResource):
             delay = policy.delay(attempt - 1, retry_after)
             log.info("%s %s failed (%s); retry %d in %.2fs", method, path, failure, attempt, delay)
             await asyncio.sleep(delay)
-
-
-async def _read_capped(
-    raw: aiohttp.ClientResponse, cap: int, method: str, url: str, *, inflate: bool
-) -> bytes:
-    """Read the decoded body, stopping one byte past ``cap``.
-
-    The client's own HTTP session does not let aiohttp decompress (how much memory
-    aiohttp's own decompression takes differs between its releases): a gzip or
-    deflate body is inflated here, at most ``cap + 1`` bytes, so a gzip bomb never
-    inflates in memory (``inflate``). With a session the caller passed in, aiohttp has
-    decoded the body already and it is read up to the same cap.
-
-    Raises:
-        ResponseTooLargeError: more than ``cap`` bytes once decoded.
-        InvalidResponseError: a compressed body that does not inflate.
-    """
-    encoding = raw.headers.get("Content-Encoding", "").strip().lower()
-    inflater = None
-    if inflate and encoding in ("gzip", "x-gzip", "deflate"):
-        inflater = zlib.decompressobj(47)  # gzip or zlib, from the header
-    buf = bytearray()
-    while len(buf) <= cap:
-        chunk = await raw.content.read(64 * 1024)
-        if not chunk:
-            if inflater is not None:
-                buf += inflater.flush()
-                if len(buf) > cap:
-                    break
-            return bytes(buf)
-        if inflater is not None:
-            try:
-                chunk = inflater.decompress(chunk, cap + 1 - len(buf))
-            except zlib.error as exc:
-                raw.close()
-                raise InvalidResponseError(
-                    "bad-encoding", f"{encoding} body: {exc}", method=method, url=url
-                ) from None
-        buf += chunk
-    raw.close()
-    raise ResponseTooLargeError(cap, method=method, url=url)
 
 
 def _parse_body(text: str) -> tuple[Any, str | None]:

@@ -8,6 +8,8 @@ get, list or delete (2.5), so a start whose response was lost cannot be reconcil
 listing: every start carries a deterministic ``Name``, and after an ambiguous failure
 (timeout, reset, 5xx) the stream is stopped by that name before the start is sent
 again (2.7), so one :meth:`CompatStreamsAPI.start` never leaves two live streams.
+Every answer's body is read bounded by ``RestLimits.max_body_bytes`` (after
+decompression), as the Vobiz client reads it.
 """
 
 from __future__ import annotations
@@ -28,15 +30,18 @@ from pydantic import BaseModel, ConfigDict
 
 from .._http import (
     HttpResource,
+    RestLimits,
     RetryPolicy,
     Timeouts,
     coerce_retry,
     coerce_timeouts,
     parse_body,
+    read_capped,
     retry_after_header,
 )
 from ..errors import (
     APIError,
+    InvalidResponseError,
     NotFoundError,
     RateLimitError,
     RequestTimeoutError,
@@ -197,6 +202,11 @@ class SignalWireClient(HttpResource):
         timeout: a :class:`~vobiz_async.Timeouts` value, or seconds for the whole request.
         retry: a :class:`~vobiz_async.RetryPolicy` value, or the number of attempts.
         session: an ``aiohttp.ClientSession`` to use; it is not closed by the client.
+            Its bodies are decoded by aiohttp, then read up to the same bound.
+        limits: a :class:`~vobiz_async.RestLimits` value; only ``max_body_bytes``
+            applies (1 MiB by default, after decompression; the client's own session
+            inflates gzip/deflate itself, bounded). A longer body raises
+            :class:`~vobiz_async.errors.ResponseTooLargeError`.
 
     Raises:
         ValidationError: missing credentials or Space (also not in the environment).
@@ -214,6 +224,7 @@ class SignalWireClient(HttpResource):
         timeout: Timeouts | float | None = None,
         retry: RetryPolicy | int | None = None,
         session: aiohttp.ClientSession | None = None,
+        limits: RestLimits | None = None,
     ) -> None:
         project_id = project_id or os.environ.get("SIGNALWIRE_PROJECT_ID")
         api_token = api_token or os.environ.get("SIGNALWIRE_API_TOKEN")
@@ -229,6 +240,7 @@ class SignalWireClient(HttpResource):
         self.base_url = _base_url(space_url, base_url)
         self.timeout = coerce_timeouts(timeout)
         self.retry = coerce_retry(retry)
+        self.limits = limits or RestLimits()
         super().__init__(session)
         self.streams = CompatStreamsAPI(self)
 
@@ -259,6 +271,9 @@ class SignalWireClient(HttpResource):
 
         Raises:
             APIError: a non-2xx answer (after retries, when allowed).
+            ResponseTooLargeError: a body over ``limits.max_body_bytes`` once decoded
+                (not retried here; a start still stops its stream by name, 2.7).
+            InvalidResponseError: a compressed body that does not inflate.
             TransportError / RequestTimeoutError: no usable answer.
         """
         session = self._ensure_open()
@@ -277,8 +292,11 @@ class SignalWireClient(HttpResource):
                     headers={"Accept": "application/json", "Authorization": self._authorization},
                     timeout=client_timeout,
                 ) as raw:
-                    text = await raw.text(errors="replace")
-                    status, body, headers = raw.status, parse_body(text), dict(raw.headers)
+                    data = await read_capped(
+                        raw, self.limits.max_body_bytes, "POST", url, inflate=self._owns_session
+                    )
+                    body = parse_body(data.decode("utf-8", "replace"))
+                    status, headers = raw.status, dict(raw.headers)
             except TimeoutError:
                 failure = RequestTimeoutError(
                     f"no answer within {self.timeout.total:g}s", method="POST", url=url
@@ -353,6 +371,8 @@ class CompatStreamsAPI:
         or a 5xx, the stream is stopped by its name first (a 404 there means nothing
         was created), then the start is sent again, up to the retry policy's attempts.
         If that stop itself fails, the original error is raised and nothing is resent.
+        An answer that cannot be read (over ``limits.max_body_bytes``, a bad encoding)
+        is not resent either: the stream is stopped by name, then the error raised.
 
         Args:
             bearer_token: sent as ``AuthorizationBearerToken``; SignalWire puts it in
@@ -361,6 +381,7 @@ class CompatStreamsAPI:
         Raises:
             ValidationError: a ``ws://`` URL, a query string, a bad track or method,
                 more than 99 parameters (before any request).
+            ResponseTooLargeError: the answer's body passed ``limits.max_body_bytes``.
             APIError, TransportError: the API refused, or could not be reached.
         """
         url = check_stream_url(url)
@@ -398,8 +419,8 @@ class CompatStreamsAPI:
                         stop_exc,
                     )
                     raise exc from stop_exc
-                if attempt >= client.retry.attempts:
-                    raise
+                if attempt >= client.retry.attempts or isinstance(exc, InvalidResponseError):
+                    raise  # an unreadable answer (too large, bad encoding) would come again
                 log.info("start on %s failed (%s); stopped %r, starting again", call_sid, exc, name)
                 await asyncio.sleep(client.retry.delay(attempt - 1))
                 continue
