@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trustme
 
 from tests.test_ops import http_get
@@ -18,12 +19,14 @@ from vobiz_async.testing._audio import tone
 from vobiz_async.testing._media import MediaPeer
 
 
-async def start_serve(*flags: str) -> tuple[asyncio.subprocess.Process, str]:
-    """Run `python -m vobiz_async serve --port 0 FLAGS`; returns it and its URL."""
+async def start_serve(*flags: str, loop: str = "auto") -> tuple[asyncio.subprocess.Process, str]:
+    """Run `python -m vobiz_async --loop LOOP serve --port 0 FLAGS`; returns it and its URL."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "vobiz_async",
+        "--loop",
+        loop,
         "serve",
         "--port",
         "0",
@@ -132,3 +135,32 @@ def test_serve_refuses_a_certificate_it_cannot_load(tmp_path: Path) -> None:
     missing = str(tmp_path / "none.pem")
     assert main(["serve", "--port", "0", "--certfile", missing, "--keyfile", missing]) == 2
     assert main(["serve", "--port", "0", "--certfile", missing]) == 2
+
+
+@pytest.mark.parametrize(("loop", "workers"), [("asyncio", 1), ("uvloop", 1), ("uvloop", 2)])
+async def test_loop_flag_picks_the_event_loop_and_echo_calls_work(loop: str, workers: int) -> None:
+    """--loop asyncio|uvloop runs serve (and each of its workers) on that loop, as each
+    says on stderr, and an echo call completes on it."""
+    pytest.importorskip("uvloop")
+    proc, url = await start_serve("--echo", "--workers", str(workers), loop=loop)
+    assert proc.stderr is not None
+    try:
+        report = await MediaPeer(url, audio=tone(440, 0.3), seconds=0.3).wait_closed()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(60):
+            await proc.wait()
+    stderr = (await proc.stderr.read()).decode()
+    assert stderr.count("event loop") == workers, stderr
+    assert stderr.count(f"on the {loop} event loop") == workers, stderr
+    assert report.close_code == 1000 and report.play_frames >= 10
+    assert proc.returncode == 0
+
+
+def test_loop_uvloop_without_uvloop_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--loop uvloop where uvloop cannot be imported exits 2 and says what to install."""
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop -> ImportError
+    assert main(["--loop", "uvloop", "serve", "--port", "0"]) == 2
+    assert "vobiz-async[speed]" in capsys.readouterr().err

@@ -21,11 +21,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._loops import loop_name
 from .errors import TransportError, ValidationError, VobizError
 
 if TYPE_CHECKING:
     from .cluster import Cluster
     from .session import StreamSession
+
+log = logging.getLogger("vobiz_async.server")
 
 
 async def _wait_for_signal() -> None:
@@ -179,6 +182,11 @@ async def _serve(args: argparse.Namespace) -> None:
             stack.push_async_callback(cluster.close)
         sys.stdout.write(f"listening on {server.url}\n")
         sys.stdout.flush()
+        log.info(
+            "serving %s on the %s event loop",
+            server.url,
+            loop_name(asyncio.get_running_loop()),
+        )
         await _wait_for_signal()
         await server.close(grace=args.grace)
 
@@ -203,7 +211,7 @@ def _reserve_port(host: str, port: int) -> socket.socket:
 
 def _worker_argv(args: argparse.Namespace, port: int) -> list[str]:
     """The command line of one worker: this ``serve`` on a fixed port, as a child."""
-    argv = [sys.executable, "-m", "vobiz_async", "serve", "--worker-child"]
+    argv = [sys.executable, "-m", "vobiz_async", "--loop", args.loop, "serve", "--worker-child"]
     argv += ["--host", args.host, "--port", str(port), "--path", args.path]
     argv += ["--l16-byte-order", args.l16_byte_order, "--grace", str(args.grace)]
     argv += ["--log-format", args.log_format, "--log-level", args.log_level]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._cli_serve import _add_app, _add_serve, _cluster, _print_json_line, _wait_for_signal
+from ._loops import loop_factory
 from .client import VobizClient
 from .errors import APIError, TransportError, ValidationError, VobizError
 
@@ -461,6 +462,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--auth-id", help="default: $VOBIZ_AUTH_ID")
     parser.add_argument("--auth-token", help="default: $VOBIZ_AUTH_TOKEN")
     parser.add_argument("--base-url", help="default: $VOBIZ_BASE_URL or https://api.vobiz.ai")
+    parser.add_argument(
+        "--loop",
+        choices=["auto", "asyncio", "uvloop"],
+        default="auto",
+        help="event loop: auto (default) uses uvloop when installed (vobiz-async[speed])",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_streams(sub)
     _add_serve(sub)
@@ -479,7 +486,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler: Handler = args.handler
     try:
-        result = asyncio.run(handler(args))
+        with asyncio.Runner(loop_factory=loop_factory(args.loop)) as runner:
+            result = runner.run(handler(args))
     except ValidationError as exc:
         sys.stderr.write(f"vobiz-async: error: {exc}\n")
         return 2
