@@ -12,7 +12,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests._wire import raw_websocket, text_frame
 from vobiz_async.codec import pcm16_to_ulaw, ulaw_to_pcm16
-from vobiz_async.errors import StreamClosedError
+from vobiz_async.errors import StreamClosedError, ValidationError
 from vobiz_async.events import (
     AudioCleared,
     AudioReceived,
@@ -53,6 +53,44 @@ async def test_echo_round_trip_in_the_streams_own_format() -> None:
     # Echo through mu-law: what was heard is the caller's audio, mu-law quantised.
     chunk = caller[3200:3520]
     assert ulaw_to_pcm16(pcm16_to_ulaw(chunk)) in heard
+
+
+async def test_audio_in_chunks_yields_every_sample_a_chunk_at_a_time() -> None:
+    """audio(chunk_ms=100) yields >= 100 ms per chunk (the last may be shorter), and the
+    chunks joined are exactly the frames read one by one would be."""
+    chunks: list[bytes] = []
+
+    async def handler(session: StreamSession) -> None:
+        async for pcm in session.audio(chunk_ms=100):
+            chunks.append(pcm)
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        peer = MediaPeer(server.url, audio=speech_like(1.05, 8000), seconds=1.05)
+        report = await peer.wait_closed()
+    assert report.frames_sent == 52 and report.close_code == 1000
+    assert all(len(c) >= 1600 for c in chunks[:-1]) and len(chunks[-1]) > 0
+    assert 9 <= len(chunks) <= 11  # 1.04 s in 100 ms chunks, not 52 frames
+    assert b"".join(chunks) == b"".join(
+        ulaw_to_pcm16(pcm16_to_ulaw(peer.caller_pcm[i : i + 320]))
+        for i in range(0, len(peer.caller_pcm), 320)
+    )
+
+
+@pytest.mark.parametrize("chunk_ms", [10, 501, True, "100"])
+async def test_audio_chunk_ms_out_of_range_is_a_validation_error(chunk_ms: object) -> None:
+    """chunk_ms below 20 ms, above inbound_queue_ms / 2, or not a number is refused."""
+    errors: list[ValidationError] = []
+
+    async def handler(session: StreamSession) -> None:
+        try:
+            async for _ in session.audio(chunk_ms=chunk_ms):  # type: ignore[arg-type]
+                pass
+        except ValidationError as exc:
+            errors.append(exc)
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        await MediaPeer(server.url, audio=tone(440, 0.1, 8000), seconds=0.1).wait_closed()
+    assert [e.field for e in errors] == ["chunk_ms"]
 
 
 @pytest.mark.parametrize(

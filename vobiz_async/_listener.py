@@ -254,11 +254,17 @@ class _Connection(asyncio.Protocol):
         self._last_rx = self.loop.time()
         if self.ws.state is WsState.OPEN:
             link = self.link
+            protocol_output = False  # whether websockets' protocol may have bytes to send
             for piece, payload in self.splitter.feed(data):
                 if piece is Piece.TEXT:
                     if link is not None:
                         link.text_received(payload)
-                elif piece is Piece.TOO_BIG:
+                    if self.ws.state is WsState.OPEN:
+                        continue
+                    protocol_output = True  # the link closed the connection
+                    break
+                protocol_output = True
+                if piece is Piece.TOO_BIG:
                     self.ws.fail(1009, f"frame over {self.limits.max_message_bytes} bytes")
                 else:  # RAW or REST: websockets' parser keeps all protocol state
                     self._feed(payload)
@@ -267,6 +273,8 @@ class _Connection(asyncio.Protocol):
             if self.pending and link is not None and link.session is not None:
                 self.pending = False  # a stream now, not a pending handshake
                 self.listener.pending.pop(self, None)
+            if not protocol_output:
+                return  # media text frames only: we wrote what we had to say already
         else:
             self._feed(data)
         self._flush()

@@ -371,8 +371,16 @@ class Framer:
 
     def push(self, data: bytes) -> list[bytes]:
         """Append ``data``; return every complete frame now available."""
-        self._pending += data
         size = self.frame_bytes
+        if not self._pending:  # the common case: cut ``data`` itself, no copy through
+            n = len(data)
+            whole = n - n % size
+            if whole != n:
+                self._pending += data[whole:]
+            if whole == n == size:
+                return [bytes(data)]
+            return [bytes(data[i : i + size]) for i in range(0, whole, size)]
+        self._pending += data
         whole = len(self._pending) - len(self._pending) % size
         if not whole:
             return []
