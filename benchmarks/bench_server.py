@@ -84,7 +84,11 @@ async def _server_main(mode: str, echo: bool) -> None:
                         await session.play_encoded(event.payload)
 
         server = serve(
-            handler, "127.0.0.1", 0, limits=Limits(max_sessions=10_000, idle_timeout=None)
+            handler,
+            "127.0.0.1",
+            0,
+            limits=Limits(max_sessions=10_000, idle_timeout=None),
+            allow_from=["127.0.0.1/32"],
         )
         await server.start()
         port = server.port
@@ -478,24 +482,25 @@ def main() -> None:
         )
         if row["cpu_us_per_frame"] and bare["cpu_us_per_frame"]:
             row["cpu_vs_bare"] = row["cpu_us_per_frame"] / bare["cpu_us_per_frame"]
-    print_table(
-        f"media server, {args.seconds:g} s at real time, server on one core",
-        rows,
-        [
-            "server",
-            "loop",
-            "scenario",
-            "calls_dropped",
-            "frames_sent",
-            "frames_lost",
-            "p50_ms",
-            "p99_ms",
-            "echo_rtt_p99_ms",
-            "cpu_us_per_frame",
-            "server_cpu_%",
-            "cpu_vs_bare",
-        ],
-    )
+    if rows:
+        print_table(
+            f"media server, {args.seconds:g} s at real time, server on one core",
+            rows,
+            [
+                "server",
+                "loop",
+                "scenario",
+                "calls_dropped",
+                "frames_sent",
+                "frames_lost",
+                "p50_ms",
+                "p99_ms",
+                "echo_rtt_p99_ms",
+                "cpu_us_per_frame",
+                "server_cpu_%",
+                "cpu_vs_bare",
+            ],
+        )
     capacity_rows: list[dict[str, Any]] = []
     if args.capacity:
         for loop in loops:
