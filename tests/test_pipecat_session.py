@@ -18,6 +18,7 @@ from pipecat.frames.frames import (  # noqa: E402
     Frame,
     InputAudioRawFrame,
     InputDTMFFrame,
+    OutputTransportMessageFrame,
     TTSAudioRawFrame,
     TTSStartedFrame,
     TTSStoppedFrame,
@@ -28,12 +29,14 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor  #
 from pipecat.transports.base_transport import TransportParams  # noqa: E402
 from pipecat.workers.runner import WorkerRunner  # noqa: E402
 
+from vobiz_async.errors import ValidationError  # noqa: E402
 from vobiz_async.events import CheckpointOutcome  # noqa: E402
 from vobiz_async.integrations.pipecat import (  # noqa: E402
     SessionTransport,
+    VobizCheckpointFrame,
     VobizCheckpointOutcomeFrame,
 )
-from vobiz_async.server import Limits, StreamSession  # noqa: E402
+from vobiz_async.server import Limits, StreamSession, serve  # noqa: E402
 from vobiz_async.testing import MediaPeer, tone  # noqa: E402
 from vobiz_async.tokens import sign_stream_url  # noqa: E402
 
@@ -139,8 +142,9 @@ def rms(pcm: bytes) -> float:
 async def test_the_caller_hears_the_bot_its_checkpoint_plays_and_end_frame_stops(
     launch: Launch,
 ) -> None:
-    """The bot's utterance is heard and recorded, its checkpoint comes back played,
-    wait_for_call finds the session while the pipeline runs, and EndFrame sends stop."""
+    """The bot's utterance is heard and recorded, its checkpoint (and one pushed by hand)
+    comes back played, wait_for_call finds the session while the pipeline runs, and
+    EndFrame sends stop."""
     bots = Bots()
     async with launch(bots, record=True) as running:
         peer = MediaPeer(running.url, audio=tone(300, 1.0), seconds=10, hangup_when_done=False)
@@ -148,14 +152,18 @@ async def test_the_caller_hears_the_bot_its_checkpoint_plays_and_end_frame_stops
         session = await running.server.wait_for_call(peer.call_id, timeout=5)
         call = await bots.first()
         await call.say(0.6)
-        await until(lambda: ("utterance-1", PLAYED) in call.bot.outcomes, "utterance-1 played")
+        mine = VobizCheckpointFrame(message={}, checkpoint="mine")
+        await call.worker.queue_frames([mine, OutputTransportMessageFrame(message={"rtvi": 1})])
+        await until(lambda: ("mine", PLAYED) in call.bot.outcomes, "checkpoint mine played")
         running_then = not call.ended.is_set()
         await call.worker.queue_frame(EndFrame())
         report = await peer.wait_closed()
         await asyncio.wait_for(call.ended.wait(), 10)
     assert call.session is session and running_then and call.returned
-    assert report.stopped and report.played_checkpoints == ["utterance-1"]
-    assert call.bot.outcomes == [("utterance-1", PLAYED)]
+    assert report.stopped and report.played_checkpoints == ["utterance-1", "mine"]
+    assert call.bot.outcomes == [("utterance-1", PLAYED), ("mine", PLAYED)]
+    # Not ours (this one, and RTVI's): counted, never sent to Vobiz.
+    assert call.transport.stats.messages_ignored >= 1 and report.malformed == 0
     assert report.heard_ms >= 600 and rms(peer.heard_pcm) > 1000  # the tone, not silence
     recorder = call.recorder
     assert recorder is not None and len(recorder.agent_pcm) >= 2 * 8000 * 0.6
@@ -262,3 +270,24 @@ async def test_max_sessions_refuses_with_503_while_a_bot_runs(launch: Launch) ->
         rejected = running.server.stats.rejected_limit
     assert second.rejected_status == 503 and rejected == 1
     assert len(bots.calls) == 1 and call.returned
+
+
+async def test_rates_our_resampler_does_not_handle_are_refused() -> None:
+    """A 48 kHz or 44.1 kHz rate, or stereo output, is refused with the setting's name."""
+    fields: list[str] = []
+
+    async def handler(session: StreamSession) -> None:
+        for params in (
+            TransportParams(audio_out_sample_rate=48000),
+            TransportParams(audio_in_sample_rate=44100),
+            TransportParams(audio_out_channels=2),
+        ):
+            with pytest.raises(ValidationError) as info:
+                SessionTransport(session, params)
+            fields.append(info.value.field)
+        await session.stop()
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        report = await MediaPeer(server.url, seconds=5, hangup_when_done=False).wait_closed()
+    assert fields == ["audio_out_sample_rate", "audio_in_sample_rate", "audio_out_channels"]
+    assert report.stopped

@@ -789,6 +789,11 @@ class SessionTransport(BaseTransport):
             recording).
         checkpoint_utterances: send a checkpoint after each ``TTSStoppedFrame``.
         name, input_name, output_name: pipecat object names.
+
+    Raises:
+        ValidationError: a rate in ``params`` other than 8, 16 or 24 kHz, or more than
+            one output channel (a rate that comes from the pipeline is checked when the
+            pipeline starts, and pipecat reports it as an ``ErrorFrame``).
     """
 
     def __init__(
@@ -804,6 +809,12 @@ class SessionTransport(BaseTransport):
         super().__init__(name=name, input_name=input_name, output_name=output_name)
         self.session = session
         params = params or TransportParams(audio_in_enabled=True, audio_out_enabled=True)
+        for field_name in ("audio_in_sample_rate", "audio_out_sample_rate"):
+            rate = getattr(params, field_name)
+            if rate is not None:
+                _check_rate(field_name, rate)
+        if params.audio_out_channels != 1:
+            raise ValidationError("audio_out_channels", "Vobiz streams are mono: must be 1")
         if params.audio_out_sample_rate is None:
             # pipecat's output resamples the bot's audio (statefully) to the stream's rate
             # once; session.play then frames it as is, and the recording gets it unchanged.
