@@ -9,6 +9,7 @@ pytest.importorskip("pipecat")
 pytestmark = pytest.mark.pipecat
 
 import asyncio  # noqa: E402
+import json  # noqa: E402
 import math  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 
@@ -29,6 +30,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor  #
 from pipecat.transports.base_transport import TransportParams  # noqa: E402
 from pipecat.workers.runner import WorkerRunner  # noqa: E402
 
+from vobiz_async.app import create_app  # noqa: E402
 from vobiz_async.errors import ValidationError  # noqa: E402
 from vobiz_async.events import CheckpointOutcome  # noqa: E402
 from vobiz_async.integrations.pipecat import (  # noqa: E402
@@ -37,10 +39,11 @@ from vobiz_async.integrations.pipecat import (  # noqa: E402
     VobizCheckpointOutcomeFrame,
 )
 from vobiz_async.server import Limits, StreamSession, serve  # noqa: E402
-from vobiz_async.testing import MediaPeer, tone  # noqa: E402
+from vobiz_async.testing import FakeVobiz, MediaPeer, tone  # noqa: E402
 from vobiz_async.tokens import sign_stream_url  # noqa: E402
 
 from ._transports import KINDS, Launch, launcher  # noqa: E402
+from ._transports import _aiohttp as aiohttp_port  # noqa: E402
 
 PLAYED, CLEARED = CheckpointOutcome.PLAYED, CheckpointOutcome.CLEARED
 # No trailing silence after an EndFrame (pipecat's default is 2 s of it).
@@ -143,13 +146,14 @@ async def test_the_caller_hears_the_bot_its_checkpoint_plays_and_end_frame_stops
     launch: Launch,
 ) -> None:
     """The bot's utterance is heard and recorded, its checkpoint (and one pushed by hand)
-    comes back played, wait_for_call finds the session while the pipeline runs, and
-    EndFrame sends stop."""
+    comes back played, wait_for_call/wait_for_session find the session while the
+    pipeline runs, the server paces the audio, and EndFrame sends stop."""
     bots = Bots()
     async with launch(bots, record=True) as running:
         peer = MediaPeer(running.url, audio=tone(300, 1.0), seconds=10, hangup_when_done=False)
         peer.start()
         session = await running.server.wait_for_call(peer.call_id, timeout=5)
+        by_stream = await running.server.wait_for_session(peer.stream_id, timeout=5)
         call = await bots.first()
         await call.say(0.6)
         mine = VobizCheckpointFrame(message={}, checkpoint="mine")
@@ -159,7 +163,8 @@ async def test_the_caller_hears_the_bot_its_checkpoint_plays_and_end_frame_stops
         await call.worker.queue_frame(EndFrame())
         report = await peer.wait_closed()
         await asyncio.wait_for(call.ended.wait(), 10)
-    assert call.session is session and running_then and call.returned
+    assert call.session is session is by_stream and running_then and call.returned
+    assert report.max_queued_ms < 700  # paced by the server: about the lead ahead, no burst
     assert report.stopped and report.played_checkpoints == ["utterance-1", "mine"]
     assert call.bot.outcomes == [("utterance-1", PLAYED), ("mine", PLAYED)]
     # Not ours (this one, and RTVI's): counted, never sent to Vobiz.
@@ -200,7 +205,8 @@ async def test_an_interruption_clears_the_wire_and_reports_the_checkpoint_cleare
 
 async def test_the_callers_hang_up_ends_the_pipeline(launch: Launch) -> None:
     """Caller audio reaches the bot at the pipeline's rate and keys as DTMF frames (A-D
-    counted); when the caller hangs up, WorkerRunner.run returns."""
+    counted), malformed frames are counted and skipped, and when the caller hangs up,
+    WorkerRunner.run returns."""
     bots = Bots()
     async with launch(bots) as running:
         peer = MediaPeer(running.url, audio=tone(440, 1.0), seconds=1.0)
@@ -209,10 +215,13 @@ async def test_the_callers_hang_up_ends_the_pipeline(launch: Launch) -> None:
         call = await bots.first()
         await peer.send_dtmf("5")
         await peer.send_dtmf("A")
+        for junk in ("{oops", '{"event":"media"}', b"\x01\x02"):
+            await peer.send_raw(junk)
         report = await peer.wait_closed()
         await asyncio.wait_for(call.ended.wait(), 10)
     assert report.close_code == 1000 and not report.stopped
     assert call.returned and call.worker.has_finished()
+    assert call.session.stats.malformed == 3
     assert call.disconnected == [call.session]
     assert call.bot.keys == [KeypadEntry.FIVE] and call.transport.stats.unsupported_dtmf == 1
     assert {f.sample_rate for f in call.bot.audio} == {16000}
@@ -256,19 +265,23 @@ async def test_tokens_and_signed_urls_are_checked_before_a_bot_runs(launch: Laun
     assert call.session.call_id == "call-1" and call.returned
 
 
-async def test_max_sessions_refuses_with_503_while_a_bot_runs(launch: Launch) -> None:
-    """With max_sessions=1 and a pipecat bot on a call, the next upgrade is refused 503."""
+async def test_limits_hold_while_a_bot_runs(launch: Launch) -> None:
+    """With max_sessions=1 and a pipecat bot on a call, the next upgrade is refused 503;
+    a message over max_message_bytes closes the call with 1009 and the pipeline ends."""
     bots = Bots()
-    async with launch(bots, limits=Limits(max_sessions=1)) as running:
-        first = MediaPeer(running.url, seconds=30)
+    limits = Limits(max_sessions=1, max_message_bytes=4096)
+    async with launch(bots, limits=limits) as running:
+        first = MediaPeer(running.url, seconds=30, hangup_when_done=False)
         first.start()
         await running.server.wait_for_call(first.call_id, timeout=5)
         call = await bots.first()
         second = await MediaPeer(running.url, seconds=0.2).wait_closed()
-        await first.hangup()
+        await first.send_raw(json.dumps({"event": "media", "junk": "x" * 8000}))
+        report = await first.wait_closed()
         await asyncio.wait_for(call.ended.wait(), 10)
-        rejected = running.server.stats.rejected_limit
-    assert second.rejected_status == 503 and rejected == 1
+        stats = running.server.stats
+    assert second.rejected_status == 503 and stats.rejected_limit == 1
+    assert report.close_code == 1009 and stats.oversized_messages == 1
     assert len(bots.calls) == 1 and call.returned
 
 
@@ -291,3 +304,27 @@ async def test_rates_our_resampler_does_not_handle_are_refused() -> None:
         report = await MediaPeer(server.url, seconds=5, hangup_when_done=False).wait_closed()
     assert fields == ["audio_out_sample_rate", "audio_in_sample_rate", "audio_out_channels"]
     assert report.stopped
+
+
+async def test_create_app_serves_the_answer_url_the_callbacks_and_a_bot() -> None:
+    """create_app(bot) on one port: FakeVobiz fetches the answer URL and dials the signed
+    media URL, the pipecat bot is heard and its checkpoint plays, and the signed status
+    callbacks reach its session."""
+    bots = Bots()
+    async with FakeVobiz() as fake:
+        app = create_app(bots, token="s3cret", auth_token=fake.auth_token)
+        async with aiohttp_port(app) as port:
+            answer = f"http://127.0.0.1:{port}/answer"
+            call = fake.call(answer_url=answer, seconds=10, hangup_when_done=False)
+            bot = await bots.first()
+            await bot.say(0.4)
+            await until(lambda: ("utterance-1", PLAYED) in bot.bot.outcomes, "utterance-1")
+            await bot.worker.queue_frame(EndFrame())
+            [report] = await call.wait_done(timeout=15)
+            await asyncio.wait_for(bot.ended.wait(), 10)
+            await fake.close()  # delivers the pending callbacks
+    [peer] = call.peers
+    assert "token=" in peer.url and report.stopped and bot.returned
+    assert report.played_checkpoints == ["utterance-1"] and report.heard_ms >= 400
+    events = [c.fields.get("Event") for c in bot.session.status_callbacks]
+    assert "StartStream" in events and "PlayedStream" in events
