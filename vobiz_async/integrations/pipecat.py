@@ -767,7 +767,7 @@ class SessionTransport(BaseTransport):
     * the end of each bot utterance (``TTSStoppedFrame``) is followed by a checkpoint
       ``utterance-N`` (``checkpoint_utterances=False`` to turn off), as is every
       :class:`VobizCheckpointFrame` pushed to the output; its outcome (``played``,
-      ``cleared``, ``closed``, ``timed-out``) comes back **upstream** as a
+      ``cleared``, ``closed``, ``timed_out``) comes back **upstream** as a
       :class:`VobizCheckpointOutcomeFrame` from the output, so every processor of
       the pipeline sees it;
     * when the stream ends on the far side (hang-up, Vobiz's ``stop``, server
