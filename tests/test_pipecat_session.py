@@ -157,7 +157,9 @@ async def test_the_caller_hears_the_bot_its_checkpoint_plays_and_end_frame_stops
         call = await bots.first()
         await call.say(0.6)
         mine = VobizCheckpointFrame(message={}, checkpoint="mine")
-        await call.worker.queue_frames([mine, OutputTransportMessageFrame(message={"rtvi": 1})])
+        again = VobizCheckpointFrame(message={}, checkpoint="mine")  # refused: still pending
+        foreign = OutputTransportMessageFrame(message={"rtvi": 1})
+        await call.worker.queue_frames([mine, again, foreign])
         await until(lambda: ("mine", PLAYED) in call.bot.outcomes, "checkpoint mine played")
         running_then = not call.ended.is_set()
         await call.worker.queue_frame(EndFrame())
@@ -169,6 +171,7 @@ async def test_the_caller_hears_the_bot_its_checkpoint_plays_and_end_frame_stops
     assert call.bot.outcomes == [("utterance-1", PLAYED), ("mine", PLAYED)]
     # Not ours (this one, and RTVI's): counted, never sent to Vobiz.
     assert call.transport.stats.messages_ignored >= 1 and report.malformed == 0
+    assert call.transport.stats.checkpoint_errors == 1
     assert report.heard_ms >= 600 and rms(peer.heard_pcm) > 1000  # the tone, not silence
     recorder = call.recorder
     assert recorder is not None and len(recorder.agent_pcm) >= 2 * 8000 * 0.6

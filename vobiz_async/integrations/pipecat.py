@@ -621,8 +621,9 @@ class SessionOutputTransport(BaseOutputTransport):
         self._owner = transport
         self._checkpoint_utterances = checkpoint_utterances
         self._utterances = 0
-        # Checkpoints that entered this processor and wait in pipecat's audio queue.
-        self._unsent: dict[str, VobizCheckpointFrame] = {}
+        # Checkpoints that entered this processor and wait in pipecat's audio queue, by
+        # frame id (a name may come twice: the session refuses the second while pending).
+        self._unsent: dict[int, VobizCheckpointFrame] = {}
         self._outcomes: set[asyncio.Task[None]] = set()
 
     async def setup(self, setup: FrameProcessorSetup) -> None:  # type: ignore[override]
@@ -656,7 +657,7 @@ class SessionOutputTransport(BaseOutputTransport):
         """pipecat's output handling, plus: a checkpoint after each bot utterance, and
         ``clear()`` on an interruption."""
         if isinstance(frame, VobizCheckpointFrame) and direction is FrameDirection.DOWNSTREAM:
-            self._unsent[frame.checkpoint] = frame
+            self._unsent[frame.id] = frame
         await super().process_frame(frame, direction)
         if isinstance(frame, InterruptionFrame):
             await self._interrupted()
@@ -669,7 +670,7 @@ class SessionOutputTransport(BaseOutputTransport):
             self._utterances += 1
             name = f"utterance-{self._utterances}"
             checkpoint = VobizCheckpointFrame(message={"checkpoint": name}, checkpoint=name)
-            self._unsent[name] = checkpoint
+            self._unsent[checkpoint.id] = checkpoint
             await super().process_frame(checkpoint, FrameDirection.DOWNSTREAM)
 
     async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
@@ -703,8 +704,9 @@ class SessionOutputTransport(BaseOutputTransport):
         if not isinstance(frame, VobizCheckpointFrame):
             self._owner.stats.messages_ignored += 1
             return
+        if self._unsent.pop(frame.id, None) is None:
+            return  # an interruption came while it was on its way here: reported cleared
         name = frame.checkpoint
-        self._unsent.pop(name, None)
         task = self.create_task(self._checkpoint(name), f"checkpoint-{name}")
         self._outcomes.add(task)
         task.add_done_callback(self._outcomes.discard)
@@ -733,17 +735,17 @@ class SessionOutputTransport(BaseOutputTransport):
             with contextlib.suppress(StreamClosedError):
                 # No wait here: the session holds the next play() until clearedAudio.
                 await session.clear(wait=False)
-        for name, checkpoint in list(self._unsent.items()):
+        for key, checkpoint in list(self._unsent.items()):
             if checkpoint.interruptible:
-                del self._unsent[name]
-                await self._report(name, CheckpointOutcome.CLEARED)
+                del self._unsent[key]
+                await self._report(checkpoint.checkpoint, CheckpointOutcome.CLEARED)
 
     async def _end(self) -> None:
         """``stop`` the stream; every checkpoint still waiting ends ``closed``."""
         await self._owner.session.stop()
-        names, self._unsent = list(self._unsent), {}
-        for name in names:
-            await self._report(name, CheckpointOutcome.CLOSED)
+        unsent, self._unsent = list(self._unsent.values()), {}
+        for checkpoint in unsent:
+            await self._report(checkpoint.checkpoint, CheckpointOutcome.CLOSED)
         if self._outcomes:  # resolved by the close: PLAYED before it, else CLOSED
             await asyncio.gather(*self._outcomes, return_exceptions=True)
 
