@@ -39,6 +39,9 @@ Needs the ``pipecat`` extra (``pip install "vobiz-async[pipecat]"``). Two ways i
         await runner.add_workers(PipelineWorker(pipeline))
         await runner.run()
 
+:class:`SessionTransport` is described on the class. The rest of this docstring is
+about the serializer.
+
 Everything on the wire goes through one :class:`~vobiz_async.protocol.StreamProtocol`:
 ``media`` is decoded there (μ-law or L16; L16 byte order ``"auto"`` by default, spec
 4.6) and resampled with our :class:`~vobiz_async.codec.Resampler` to the pipeline's
