@@ -83,10 +83,10 @@ class Bot(FrameProcessor):
 class BotCall:
     """One call's pipecat bot, as the handler built it."""
 
-    def __init__(self, session: StreamSession) -> None:
+    def __init__(self, session: StreamSession, params: TransportParams) -> None:
         self.session = session
         self.recorder = session.recorder  # the session lets go of it once the call is over
-        self.transport = SessionTransport(session, PARAMS)
+        self.transport = SessionTransport(session, params)
         self.bot = Bot()
         pipeline = Pipeline([self.transport.input(), self.bot, self.transport.output()])
         self.worker = PipelineWorker(pipeline)
@@ -107,12 +107,13 @@ class BotCall:
 class Bots:
     """The media-server handler: a pipecat bot on each session."""
 
-    def __init__(self) -> None:
+    def __init__(self, params: TransportParams = PARAMS) -> None:
+        self.params = params
         self.calls: list[BotCall] = []
         self._started = asyncio.Event()
 
     async def __call__(self, session: StreamSession) -> None:
-        call = BotCall(session)
+        call = BotCall(session, self.params)
         self.calls.append(call)
         self._started.set()
         runner = WorkerRunner(handle_sigint=False)
@@ -183,8 +184,8 @@ async def test_an_interruption_clears_the_wire_and_reports_the_checkpoint_cleare
 ) -> None:
     """A key press interrupts a 3 s utterance: clearAudio goes out and clearedAudio comes
     back, the utterance's checkpoint is reported cleared, the next one plays, and
-    CancelFrame sends stop."""
-    bots = Bots()
+    CancelFrame sends stop (the output at 24 kHz: the session resamples it)."""
+    bots = Bots(PARAMS.model_copy(update={"audio_out_sample_rate": 24000}))
     async with launch(bots) as running:
         peer = MediaPeer(running.url, seconds=20, hangup_when_done=False)
         peer.start()
@@ -204,6 +205,7 @@ async def test_an_interruption_clears_the_wire_and_reports_the_checkpoint_cleare
     assert report.clears == 1 and report.cleared_ms > 0 and report.stopped
     assert report.played_checkpoints == ["utterance-2"]
     assert 300 <= report.heard_ms < 3000 + 400  # the interrupted utterance was cut short
+    assert call.transport.output().sample_rate == 24000 and rms(peer.heard_pcm) > 1000
 
 
 async def test_the_callers_hang_up_ends_the_pipeline(launch: Launch) -> None:
