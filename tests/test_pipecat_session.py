@@ -39,7 +39,7 @@ from vobiz_async.integrations.pipecat import (  # noqa: E402
     VobizCheckpointOutcomeFrame,
 )
 from vobiz_async.server import Limits, StreamSession, serve  # noqa: E402
-from vobiz_async.testing import FakeVobiz, MediaPeer, tone  # noqa: E402
+from vobiz_async.testing import CompatMediaPeer, FakeVobiz, MediaPeer, tone  # noqa: E402
 from vobiz_async.tokens import sign_stream_url  # noqa: E402
 
 from ._transports import KINDS, Launch, launcher  # noqa: E402
@@ -333,3 +333,20 @@ async def test_create_app_serves_the_answer_url_the_callbacks_and_a_bot() -> Non
     assert report.played_checkpoints == ["utterance-1"] and report.heard_ms >= 400
     events = [c.fields.get("Event") for c in bot.session.status_callbacks]
     assert "StartStream" in events and "PlayedStream" in events
+
+
+async def test_the_same_bot_answers_a_signalwire_stream() -> None:
+    """On serve(provider="auto") the same pipecat bot is heard on a SignalWire stream and
+    its checkpoint (a mark there) comes back played; the hang-up ends the pipeline."""
+    bots = Bots()
+    async with serve(bots, "127.0.0.1", 0, provider="auto") as server:
+        peer = CompatMediaPeer(server.url, seconds=30, hangup_when_done=False)
+        peer.start()
+        call = await bots.first()
+        await call.say(0.6)
+        await until(lambda: ("utterance-1", PLAYED) in call.bot.outcomes, "utterance-1 played")
+        await peer.hangup()
+        report = await peer.wait_closed()
+        await asyncio.wait_for(call.ended.wait(), 10)
+    assert call.session.provider == "signalwire" and call.returned
+    assert report.heard_ms >= 600 and rms(peer.heard_pcm) > 1000
