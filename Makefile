@@ -21,9 +21,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check vobiz_async tests benchmarks examples
 	$(BIN)/ruff format --check vobiz_async tests examples benchmarks
 
-# examples/pipecat_agent.py needs the pipecat extra: `make test-pipecat` type-checks it.
+# The pipecat examples need the pipecat extra: `make test-pipecat` type-checks them.
+PIPECAT_EXAMPLES := examples/pipecat_agent.py examples/pipecat_session_agent.py
 typecheck: $(STAMP)
-	$(BIN)/mypy vobiz_async tests benchmarks $(filter-out examples/pipecat_agent.py,$(wildcard examples/*.py))
+	$(BIN)/mypy vobiz_async tests benchmarks $(filter-out $(PIPECAT_EXAMPLES),$(wildcard examples/*.py))
 
 unit: $(STAMP)
 	PYTHONASYNCIODEBUG=1 $(BIN)/pytest -q
@@ -59,7 +60,7 @@ $(PIPECAT_STAMP): pyproject.toml
 	touch $(PIPECAT_STAMP)
 
 test-pipecat: $(PIPECAT_STAMP)
-	$(PIPECAT_VENV)/bin/mypy vobiz_async/integrations tests/test_pipecat.py examples/pipecat_agent.py
+	$(PIPECAT_VENV)/bin/mypy vobiz_async/integrations tests/test_pipecat.py tests/test_pipecat_session.py $(PIPECAT_EXAMPLES)
 	PYTHONASYNCIODEBUG=1 $(PIPECAT_VENV)/bin/pytest -q -p no:cacheprovider -m pipecat
 
 # Branch coverage of the library (slower under tracing; not part of `make test`).

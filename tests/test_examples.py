@@ -16,10 +16,13 @@ from tests._redis import redis_server
 from vobiz_async._demo import caller_script, run_demo
 from vobiz_async.codec import read_wav
 
-# pipecat_agent needs the `pipecat` extra: it runs in `make test-pipecat` (below).
+# The pipecat examples need the `pipecat` extra: they run in `make test-pipecat` (below).
 PIPECAT_EXAMPLE = Path(__file__).parent.parent / "examples" / "pipecat_agent.py"
+PIPECAT_SESSION_EXAMPLE = PIPECAT_EXAMPLE.with_name("pipecat_session_agent.py")
 EXAMPLES = sorted(
-    p for p in (Path(__file__).parent.parent / "examples").glob("*.py") if p != PIPECAT_EXAMPLE
+    p
+    for p in (Path(__file__).parent.parent / "examples").glob("*.py")
+    if p not in (PIPECAT_EXAMPLE, PIPECAT_SESSION_EXAMPLE)
 )
 
 
@@ -90,6 +93,28 @@ def test_pipecat_example_echoes_and_an_interruption_clears() -> None:
     # The echo is the caller's own speech: about as loud over the same timeline.
     assert heard_ms >= 2000 and heard_rms > said_rms / 2 > 0, out
     assert "clearAudio received: 1" in out, out
+
+
+@pytest.mark.pipecat
+def test_pipecat_session_example_runs_the_bot_as_a_handler() -> None:
+    """The pipecat bot on serve() (SessionTransport, signed URL) answers a FakeVobiz call:
+    the caller hears its echo, a key press sends clearAudio and clearedAudio comes back,
+    and checkpoint outcomes reach the pipeline (played, cleared, closed at the hang-up)."""
+    pytest.importorskip("pipecat")
+    text = PIPECAT_SESSION_EXAMPLE.read_text()
+    assert text.startswith('"""') and len(text.splitlines()) <= 70
+    assert text.rstrip().endswith("asyncio.run(main())")
+    args = [sys.executable, str(PIPECAT_SESSION_EXAMPLE)]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert "checkpoint utterance-1: played" in out, out
+    assert "checkpoint utterance-3: cleared" in out, out
+    heard = re.search(r"caller said RMS (\d+), heard (\d+) ms, RMS (\d+)", out)
+    assert heard is not None, out
+    said_rms, heard_ms, heard_rms = map(int, heard.groups())
+    assert heard_ms >= 2000 and heard_rms > said_rms / 2 > 0, out
+    assert "clearAudio: 1, clearedAudio: 1" in out, out
 
 
 async def test_demo_runs_and_reports(tmp_path: Path) -> None:

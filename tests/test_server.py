@@ -12,7 +12,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests._wire import raw_websocket, text_frame
 from vobiz_async.codec import pcm16_to_ulaw, ulaw_to_pcm16
-from vobiz_async.errors import StreamClosedError, ValidationError
+from vobiz_async.errors import LocalProtocolError, StreamClosedError, ValidationError
 from vobiz_async.events import (
     AudioCleared,
     AudioReceived,
@@ -173,6 +173,29 @@ async def test_checkpoint_played_and_pacing_never_bursts() -> None:
     assert report.played_checkpoints == ["turn-1"] and report.stopped
     assert report.play_frames == 75
     assert report.max_queued_ms < 700  # a burst would have queued all 1500 ms
+
+
+async def test_a_pending_checkpoint_name_is_refused_and_the_first_still_plays() -> None:
+    """checkpoint() with a name still pending raises LocalProtocolError; the pending one
+    keeps its own outcome (played)."""
+    outcomes: list[CheckpointOutcome] = []
+    errors: list[str] = []
+
+    async def handler(session: StreamSession) -> None:
+        await session.play(tone(500, 0.4, 8000))
+        first = asyncio.create_task(session.checkpoint("turn"))
+        await asyncio.sleep(0)  # the first is queued and pending
+        try:
+            await session.checkpoint("turn")
+        except LocalProtocolError as exc:
+            errors.append(str(exc))
+        outcomes.append(await first)
+        await session.stop()
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        report = await MediaPeer(server.url, seconds=5.0, hangup_when_done=False).wait_closed()
+    assert outcomes == [CheckpointOutcome.PLAYED] and len(errors) == 1
+    assert report.played_checkpoints == ["turn"]
 
 
 async def test_clear_during_playback_stops_audio_and_voids_checkpoints() -> None:

@@ -832,9 +832,11 @@ class StreamSession:
             await self._await_clear_gate()
             if self._closed:
                 return CheckpointOutcome.CLOSED
+            # The protocol first: it refuses a name still pending (LocalProtocolError)
+            # before the pending checkpoint's future could be replaced.
+            self._proto.checkpoint(name, now=self._loop.time())
             future: asyncio.Future[CheckpointOutcome] = self._loop.create_future()
             self._checkpoints[name] = future
-            self._proto.checkpoint(name, now=self._loop.time())
             self._pacer.wake(self)
             if self.trace is not None:
                 now = self._loop.time()

@@ -1,9 +1,25 @@
-"""Vobiz Audio Streams in a pipecat pipeline: a ``FrameSerializer`` on our protocol core.
+"""Vobiz Audio Streams in a pipecat pipeline: our session as a pipecat transport, or a
+``FrameSerializer`` on our protocol core.
 
-Needs the ``pipecat`` extra (``pip install "vobiz-async[pipecat]"``). A pipecat bot
-accepts the media WebSocket itself (FastAPI), reads the ``start`` frame with
-:func:`parse_start`, builds a :class:`VobizSerializer` from it and hands that to
-pipecat's FastAPI websocket transport::
+Needs the ``pipecat`` extra (``pip install "vobiz-async[pipecat]"``). Two ways in:
+
+* :class:`SessionTransport`: a pipecat transport over one of our
+  :class:`~vobiz_async.session.StreamSession`, so a pipecat bot is an ordinary
+  media-server handler (``serve()``, the Starlette or aiohttp adapter,
+  ``create_app``) and the server keeps everything it does (upgrade checks, limits,
+  binding, recording, pacing, checkpoints, clear, shutdown with 1001)::
+
+    async def handler(session: StreamSession) -> None:
+        transport = SessionTransport(session)
+        worker = PipelineWorker(Pipeline([transport.input(), bot, transport.output()]))
+        runner = WorkerRunner(handle_sigint=False)
+        await runner.add_workers(worker)
+        await runner.run()   # returns when the call ends
+
+* :class:`VobizSerializer`, for pipecat's own FastAPI websocket transport (pipecat then
+  owns the socket: the server's guards are the application's to add). The bot accepts
+  the media WebSocket itself, reads the ``start`` frame with :func:`parse_start`, builds
+  a :class:`VobizSerializer` from it and hands that to pipecat's transport::
 
     @app.websocket("/media")
     async def media(websocket: WebSocket) -> None:
@@ -22,6 +38,9 @@ pipecat's FastAPI websocket transport::
         runner = WorkerRunner(handle_sigint=False)
         await runner.add_workers(PipelineWorker(pipeline))
         await runner.run()
+
+:class:`SessionTransport` is described on the class. The rest of this docstring is
+about the serializer.
 
 Everything on the wire goes through one :class:`~vobiz_async.protocol.StreamProtocol`:
 ``media`` is decoded there (μ-law or L16; L16 byte order ``"auto"`` by default, spec
@@ -54,6 +73,7 @@ outcome while the socket is open.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -63,6 +83,8 @@ from typing import Any, Protocol, cast
 from pipecat.audio.dtmf.types import KeypadEntry
 from pipecat.frames.frames import (
     CancelFrame,
+    CancelWorkerFrame,
+    ClientConnectedFrame,
     EndFrame,
     Frame,
     InputAudioRawFrame,
@@ -70,6 +92,8 @@ from pipecat.frames.frames import (
     InterruptionFrame,
     OutputAudioRawFrame,
     OutputTransportMessageFrame,
+    OutputTransportMessageUrgentFrame,
+    StartFrame,
     SystemFrame,
     TTSStoppedFrame,
 )
@@ -79,9 +103,12 @@ from pipecat.processors.frame_processor import (
     FrameProcessorSetup,
 )
 from pipecat.serializers.base_serializer import FrameSerializer
+from pipecat.transports.base_input import BaseInputTransport
+from pipecat.transports.base_output import BaseOutputTransport
+from pipecat.transports.base_transport import BaseTransport, TransportParams
 
 from ..codec import SUPPORTED_RATES, AudioFormat, ByteOrder, Resampler
-from ..errors import RemoteProtocolError, ValidationError
+from ..errors import RemoteProtocolError, StreamClosedError, ValidationError, VobizError
 from ..events import (
     AudioReceived,
     ByteOrderDetected,
@@ -93,9 +120,12 @@ from ..events import (
     StreamStarted,
 )
 from ..protocol import InboundByteOrder, ProtocolStats, Provider, State, StreamProtocol
+from ..session import StreamSession
 
 __all__ = [
     "SerializerStats",
+    "SessionTransport",
+    "SessionTransportStats",
     "VobizCheckpointFrame",
     "VobizCheckpointOutcomeFrame",
     "VobizCheckpoints",
@@ -459,3 +489,355 @@ class VobizSerializer(FrameSerializer):
                 self.serializer_stats.outcomes_unrouted += 1
             else:
                 await self._checkpoints.report(name, outcome)
+
+
+# ====================================================================== SessionTransport
+@dataclass(slots=True)
+class SessionTransportStats:
+    """What a :class:`SessionTransport` did not turn into pipeline frames or session calls.
+
+    Attributes:
+        other_tracks: inbound audio of a track other than ``inbound`` (spec 4.3.3).
+        unsupported_dtmf: digits pipecat's ``KeypadEntry`` has no member for (A-D).
+        audio_after_close: bot audio chunks that reached the output after the stream
+            had ended (nobody to play them to).
+        messages_ignored: transport messages not ours (RTVI and the like: Vobiz has no
+            such command, spec 4.4).
+        checkpoint_errors: checkpoints the session refused (an empty name, or a name
+            still pending); each is also pushed upstream as an ``ErrorFrame``.
+    """
+
+    other_tracks: int = 0
+    unsupported_dtmf: int = 0
+    audio_after_close: int = 0
+    messages_ignored: int = 0
+    checkpoint_errors: int = 0
+
+
+def _check_rate(name: str, rate: int) -> None:
+    if rate not in SUPPORTED_RATES:
+        raise ValidationError(name, f"{rate} Hz: must be one of {SUPPORTED_RATES}")
+
+
+class SessionInputTransport(BaseInputTransport):
+    """The caller's side of a :class:`SessionTransport`: session events in, frames out.
+
+    Get it from :meth:`SessionTransport.input`.
+    """
+
+    def __init__(self, transport: SessionTransport, params: TransportParams, **kwargs: Any) -> None:
+        super().__init__(params, **kwargs)
+        self._owner = transport
+        self._reader: asyncio.Task[None] | None = None
+        self._resamplers: dict[int, Resampler] = {}
+
+    async def setup(self, setup: FrameProcessorSetup) -> None:  # type: ignore[override]
+        """Take the pipeline's input rate.
+
+        Raises:
+            ValidationError: a rate our resampler does not handle (8, 16 or 24 kHz).
+        """
+        await super().setup(setup)
+        _check_rate("audio_in_sample_rate", self.sample_rate)
+
+    async def start(self, frame: StartFrame) -> None:
+        """Start reading the session (once the pipeline has started)."""
+        await super().start(frame)
+        await self.set_transport_ready(frame)
+        if self._reader is None:
+            await self._owner._call_event_handler("on_client_connected", self._owner.session)
+            await self.push_frame(ClientConnectedFrame())
+            self._reader = self.create_task(self._read(), "session-reader")
+
+    async def stop(self, frame: EndFrame) -> None:
+        """The pipeline is ending: stop reading."""
+        await super().stop(frame)
+        await self._stop_reading()
+
+    async def cancel(self, frame: CancelFrame) -> None:
+        """The pipeline is cancelled: stop reading."""
+        await super().cancel(frame)
+        await self._stop_reading()
+
+    async def cleanup(self) -> None:
+        """Release the reader at teardown."""
+        await super().cleanup()  # type: ignore[no-untyped-call]
+        await self._stop_reading()
+
+    async def _stop_reading(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None and not reader.done():
+            await self.cancel_task(reader)
+
+    async def _read(self) -> None:
+        """Session events to frames until the stream ends; then end the pipeline."""
+        owner = self._owner
+        session = owner.session
+        async for event in session:
+            if isinstance(event, AudioReceived):
+                if event.track != "inbound":
+                    owner.stats.other_tracks += 1
+                    continue
+                await self.push_audio_frame(self._audio_frame(event))
+            elif isinstance(event, DtmfReceived):
+                try:
+                    button = KeypadEntry(event.digit)
+                except ValueError:
+                    owner.stats.unsupported_dtmf += 1
+                    continue
+                await self.push_frame(InputDTMFFrame(button=button))
+        # The stream ended on the far side (hang-up, Vobiz's stop, server shutdown):
+        # nobody is left to hear the bot, so the pipeline is cancelled, as pipecat's own
+        # examples do on a client disconnect.
+        await owner._call_event_handler("on_client_disconnected", session)
+        await self.push_frame(
+            CancelWorkerFrame(reason=f"stream {session.stream_id} closed ({session.close_code})"),
+            FrameDirection.UPSTREAM,
+        )
+
+    def _audio_frame(self, event: AudioReceived) -> InputAudioRawFrame:
+        rate = self.sample_rate
+        pcm = event.pcm
+        if event.sample_rate != rate:
+            resampler = self._resamplers.get(event.sample_rate)
+            if resampler is None:
+                resampler = self._resamplers[event.sample_rate] = Resampler(event.sample_rate, rate)
+            pcm = resampler.process(pcm)
+        return InputAudioRawFrame(audio=pcm, sample_rate=rate, num_channels=1)
+
+
+class SessionOutputTransport(BaseOutputTransport):
+    """The bot's side of a :class:`SessionTransport`: frames in, session calls out.
+
+    Get it from :meth:`SessionTransport.output`.
+    """
+
+    def __init__(
+        self,
+        transport: SessionTransport,
+        params: TransportParams,
+        *,
+        checkpoint_utterances: bool,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(params, **kwargs)
+        self._owner = transport
+        self._checkpoint_utterances = checkpoint_utterances
+        self._utterances = 0
+        # Checkpoints that entered this processor and wait in pipecat's audio queue, by
+        # frame id (a name may come twice: the session refuses the second while pending).
+        self._unsent: dict[int, VobizCheckpointFrame] = {}
+        self._outcomes: set[asyncio.Task[None]] = set()
+
+    async def setup(self, setup: FrameProcessorSetup) -> None:  # type: ignore[override]
+        """Take the pipeline's output rate.
+
+        Raises:
+            ValidationError: a rate our resampler does not handle (8, 16 or 24 kHz), or
+                more than one output channel.
+        """
+        await super().setup(setup)
+        _check_rate("audio_out_sample_rate", self.sample_rate)
+        if self._params.audio_out_channels != 1:
+            raise ValidationError("audio_out_channels", "Vobiz streams are mono: must be 1")
+
+    async def start(self, frame: StartFrame) -> None:
+        """Ready to write once the pipeline has started."""
+        await super().start(frame)
+        await self.set_transport_ready(frame)
+
+    async def stop(self, frame: EndFrame) -> None:
+        """Play what is queued (pipecat drains its audio queue first), then ``stop``."""
+        await super().stop(frame)
+        await self._end()
+
+    async def cancel(self, frame: CancelFrame) -> None:
+        """Drop what is queued and ``stop`` at once."""
+        await super().cancel(frame)
+        await self._end()
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        """pipecat's output handling, plus: a checkpoint after each bot utterance, and
+        ``clear()`` on an interruption."""
+        if isinstance(frame, VobizCheckpointFrame) and direction is FrameDirection.DOWNSTREAM:
+            self._unsent[frame.id] = frame
+        await super().process_frame(frame, direction)
+        if isinstance(frame, InterruptionFrame):
+            await self._interrupted()
+        elif (
+            isinstance(frame, TTSStoppedFrame)
+            and direction is FrameDirection.DOWNSTREAM
+            and self._checkpoint_utterances
+        ):
+            # Queued right behind the TTSStoppedFrame (after the utterance's audio).
+            self._utterances += 1
+            name = f"utterance-{self._utterances}"
+            checkpoint = VobizCheckpointFrame(message={"checkpoint": name}, checkpoint=name)
+            self._unsent[checkpoint.id] = checkpoint
+            await super().process_frame(checkpoint, FrameDirection.DOWNSTREAM)
+
+    async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
+        """Play one chunk through the session; returns once it is on the wire.
+
+        ``StreamSession.play`` returns when its audio has been handed to the wire, and
+        the server's pacer hands it out in real time, at most ``Pacing.lead_ms`` ahead
+        of the caller's ear. So this call is pipecat's clock: its bot-speaking events
+        follow what the caller hears (within the lead), and a clear stops the chunk
+        being written.
+
+        Returns:
+            False when the stream has ended (the chunk is counted, not played).
+        """
+        session = self._owner.session
+        if session.closed:
+            self._owner.stats.audio_after_close += 1
+            return False
+        try:
+            await session.play(frame.audio, frame.sample_rate)
+        except StreamClosedError:
+            self._owner.stats.audio_after_close += 1
+            return False
+        return True
+
+    async def send_message(
+        self, frame: OutputTransportMessageFrame | OutputTransportMessageUrgentFrame
+    ) -> None:
+        """A :class:`VobizCheckpointFrame` (it waited in the audio queue behind the audio
+        before it) becomes ``session.checkpoint``; any other message is counted."""
+        if not isinstance(frame, VobizCheckpointFrame):
+            self._owner.stats.messages_ignored += 1
+            return
+        if self._unsent.pop(frame.id, None) is None:
+            return  # an interruption came while it was on its way here: reported cleared
+        name = frame.checkpoint
+        task = self.create_task(self._checkpoint(name), f"checkpoint-{name}")
+        self._outcomes.add(task)
+        task.add_done_callback(self._outcomes.discard)
+        # One loop turn: the task takes the session's play lock and queues the checkpoint
+        # (acquiring a free asyncio.Lock does not suspend), so the next chunk's play()
+        # queues behind it, never ahead.
+        await asyncio.sleep(0)
+
+    async def _checkpoint(self, name: str) -> None:
+        try:
+            outcome = await self._owner.session.checkpoint(name)
+        except VobizError as exc:
+            self._owner.stats.checkpoint_errors += 1
+            await self.push_error(f"checkpoint {name!r} refused: {exc}", exception=exc)
+            return
+        await self._report(name, outcome)
+
+    async def _report(self, name: str, outcome: CheckpointOutcome) -> None:
+        await self.push_frame(VobizCheckpointOutcomeFrame(name, outcome), FrameDirection.UPSTREAM)
+
+    async def _interrupted(self) -> None:
+        """pipecat emptied its audio queue: clear the session's (``clearAudio``), and
+        report the checkpoints dropped from pipecat's queue as cleared."""
+        session = self._owner.session
+        if not session.closed:
+            with contextlib.suppress(StreamClosedError):
+                # No wait here: the session holds the next play() until clearedAudio.
+                await session.clear(wait=False)
+        for key, checkpoint in list(self._unsent.items()):
+            if checkpoint.interruptible:
+                del self._unsent[key]
+                await self._report(checkpoint.checkpoint, CheckpointOutcome.CLEARED)
+
+    async def _end(self) -> None:
+        """``stop`` the stream; every checkpoint still waiting ends ``closed``."""
+        await self._owner.session.stop()
+        unsent, self._unsent = list(self._unsent.values()), {}
+        for checkpoint in unsent:
+            await self._report(checkpoint.checkpoint, CheckpointOutcome.CLOSED)
+        if self._outcomes:  # resolved by the close: PLAYED before it, else CLOSED
+            await asyncio.gather(*self._outcomes, return_exceptions=True)
+
+
+class SessionTransport(BaseTransport):
+    """A pipecat transport over one :class:`~vobiz_async.session.StreamSession`.
+
+    Run a pipecat bot as an ordinary media-server handler, on ``serve()``, the
+    Starlette or aiohttp adapter, or ``create_app``: admission, limits, binding,
+    recording, pacing, checkpoints, clear and shutdown stay the server's own.
+
+    * caller audio becomes ``InputAudioRawFrame`` at the pipeline's input rate (our
+      :class:`~vobiz_async.codec.Resampler`); a ``dtmf`` digit becomes
+      ``InputDTMFFrame`` (A-D, which pipecat has no key for, are counted);
+    * ``OutputAudioRawFrame`` is played with ``session.play`` (paced by the server;
+      the write returns once the chunk is on the wire, see
+      :meth:`SessionOutputTransport.write_audio_frame`);
+    * ``InterruptionFrame`` calls ``session.clear()`` (``clearAudio``);
+    * ``EndFrame`` plays what is queued, then ``session.stop()``; ``CancelFrame`` stops
+      at once;
+    * the end of each bot utterance (``TTSStoppedFrame``) is followed by a checkpoint
+      ``utterance-N`` (``checkpoint_utterances=False`` to turn off), as is every
+      :class:`VobizCheckpointFrame` pushed to the output; its outcome (``played``,
+      ``cleared``, ``closed``, ``timed_out``) comes back **upstream** as a
+      :class:`VobizCheckpointOutcomeFrame` from the output, so every processor of
+      the pipeline sees it;
+    * when the stream ends on the far side (hang-up, Vobiz's ``stop``, server
+      shutdown) the input pushes ``CancelWorkerFrame`` upstream, so the pipeline ends
+      and ``WorkerRunner.run`` returns.
+
+    Events (``@transport.event_handler(name)``): ``on_client_connected(transport,
+    session)`` when the pipeline starts reading the session,
+    ``on_client_disconnected(transport, session)`` when the stream ended on the far
+    side.
+
+    Args:
+        session: the stream, as the server hands it to the handler.
+        params: pipecat's transport parameters; default audio in and out enabled.
+            Rates must be 8, 16 or 24 kHz. The input defaults to the pipeline's input
+            rate (the caller's audio is resampled to it with our resampler); the output
+            to the stream's outbound rate (pipecat's output resamples the bot's audio to
+            it once, so nothing is resampled again on the way to the wire or the
+            recording).
+        checkpoint_utterances: send a checkpoint after each ``TTSStoppedFrame``.
+        name, input_name, output_name: pipecat object names.
+
+    Raises:
+        ValidationError: a rate in ``params`` other than 8, 16 or 24 kHz, or more than
+            one output channel (a rate that comes from the pipeline is checked when the
+            pipeline starts, and pipecat reports it as an ``ErrorFrame``).
+    """
+
+    def __init__(
+        self,
+        session: StreamSession,
+        params: TransportParams | None = None,
+        *,
+        checkpoint_utterances: bool = True,
+        name: str | None = None,
+        input_name: str | None = None,
+        output_name: str | None = None,
+    ) -> None:
+        super().__init__(name=name, input_name=input_name, output_name=output_name)
+        self.session = session
+        params = params or TransportParams(audio_in_enabled=True, audio_out_enabled=True)
+        for field_name in ("audio_in_sample_rate", "audio_out_sample_rate"):
+            rate = getattr(params, field_name)
+            if rate is not None:
+                _check_rate(field_name, rate)
+        if params.audio_out_channels != 1:
+            raise ValidationError("audio_out_channels", "Vobiz streams are mono: must be 1")
+        if params.audio_out_sample_rate is None:
+            # pipecat's output resamples the bot's audio (statefully) to the stream's rate
+            # once; session.play then frames it as is, and the recording gets it unchanged.
+            rate = session.outbound_format.sample_rate
+            params = params.model_copy(update={"audio_out_sample_rate": rate})
+        self.params = params
+        self.stats = SessionTransportStats()
+        self._input = SessionInputTransport(self, self.params, name=input_name)
+        self._output = SessionOutputTransport(
+            self, self.params, checkpoint_utterances=checkpoint_utterances, name=output_name
+        )
+        self._register_event_handler("on_client_connected")
+        self._register_event_handler("on_client_disconnected")
+
+    def input(self) -> SessionInputTransport:
+        """The processor that puts the caller's audio and keys into the pipeline."""
+        return self._input
+
+    def output(self) -> SessionOutputTransport:
+        """The processor that plays the bot's audio on the call."""
+        return self._output
