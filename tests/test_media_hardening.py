@@ -10,6 +10,7 @@ import logging
 import resource
 import signal
 import socket
+import struct
 import sys
 import time
 from pathlib import Path
@@ -640,3 +641,31 @@ async def test_fragmented_messages_are_tracked_without_websockets_internals() ->
             answer = await reader.read()
         assert answer.startswith(b"\x88") and answer[2:4] == (1002).to_bytes(2, "big")
         writer.close()
+
+
+def test_agent_audio_played_in_chunks_records_as_one_signal() -> None:
+    """A 24 kHz tone played in 40 ms pieces (clock times rounded as play() computes
+    them) records exactly as the whole tone resampled at once: no gaps, no clicks."""
+    pcm = tone(440, 0.6, 24000)
+    piece = 2 * 24000 * 40 // 1000
+    chunked = CallRecorder(8000, 0.0)
+    for n, offset in enumerate(range(0, len(pcm), piece)):
+        jitter = (0.0003 if n % 2 else -0.0002) if n else 0.0  # clock not sample exact
+        chunked.add_agent(pcm[offset : offset + piece], 24000, 1.0 + n * 0.04 + jitter)
+    whole = CallRecorder(8000, 0.0)
+    whole.add_agent(pcm, 24000, 1.0)
+    assert chunked.agent_pcm == whole.agent_pcm
+    # the tone fills its 0.6 s: no 1 ms stretch of silence inside it
+    heard = struct.unpack("<4800h", chunked.agent_pcm[16000 : 16000 + 9600])
+    assert max(heard) > 4000
+    assert all(any(heard[i : i + 8]) for i in range(40, 4760, 8))
+
+
+def test_agent_pieces_apart_in_time_keep_their_silence() -> None:
+    """Pieces separated by a real pause (100 ms) are placed at their own times."""
+    recorder = CallRecorder(8000, 0.0)
+    recorder.add_agent(b"\x00\x10" * 800, 8000, 0.0)  # 100 ms
+    recorder.add_agent(b"\x00\x10" * 800, 8000, 0.2)  # after 100 ms of silence
+    agent = recorder.agent_pcm
+    assert len(agent) == 2 * 8000 * 3 // 10
+    assert agent[1600:3200] == bytes(1600) and agent[3200:] == b"\x00\x10" * 800

@@ -37,6 +37,9 @@ _serial = itertools.count(1)
 _WRITE_BLOCK = 256 * 1024  # mono bytes per side interleaved per write
 
 
+_SNAP_MS = 5  # agent pieces closer than this to back to back are joined
+
+
 class CallRecorder:
     """Collects both sides of a call on one timeline and writes a stereo WAV.
 
@@ -131,15 +134,38 @@ class CallRecorder:
 
     @property
     def agent_pcm(self) -> bytes:
-        """The agent's side so far (silence where nothing played)."""
+        """The agent's side so far (silence where nothing played).
+
+        Pieces that play back to back (a TTS streamed in chunks, each a ``play()``) are
+        rendered as one signal: one streaming resampler across them, and a start within
+        ``_SNAP_MS`` of the previous piece's end taken as that end, so clock rounding
+        and per-piece filter edges leave no gaps or clicks between them."""
         out = bytearray()
-        for at, rate, pcm in self._agent:
-            data = Resamplers(self.sample_rate).process(pcm, rate)
-            start = self._offset(at)
+        snap = round(self.sample_rate * _SNAP_MS / 1000) * 2
+        resamplers: Resamplers | None = None
+        run_rate = 0
+        run_end = -1  # byte offset where the current run of pieces ends, -1: no run
+
+        def put(start: int, data: bytes) -> int:
             end = start + len(data)
             if len(out) < end:
-                out += bytes(end - len(out))
+                out.extend(bytes(end - len(out)))
             out[start:end] = data
+            return end
+
+        for at, rate, pcm in self._agent:
+            start = self._offset(at)
+            if run_end >= 0 and rate == run_rate and abs(start - run_end) <= snap:
+                start = run_end
+            else:
+                if resamplers is not None and run_end >= 0:
+                    put(run_end, resamplers.flush())
+                resamplers = Resamplers(self.sample_rate)
+                run_rate = rate
+            assert resamplers is not None
+            run_end = put(start, resamplers.process(pcm, rate))
+        if resamplers is not None and run_end >= 0:
+            put(run_end, resamplers.flush())
         cap = self._side_cap
         return bytes(out if cap is None else out[:cap])
 
