@@ -56,7 +56,7 @@ import binascii
 import enum
 from array import array
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from typing import Literal
@@ -631,12 +631,13 @@ class StreamProtocol:
             return pcm16_to_ulaw(pcm)
         return pcm16_to_l16(pcm, self._out_order)
 
-    def _enqueue(self, encoded_frames: list[bytes]) -> int:
+    def _enqueue(self, encoded_frames: Sequence[bytes]) -> int:
         prefix, suffix = self._play_prefix, self._play_suffix
         b64 = binascii.b2a_base64
-        self._queue.extend(
-            prefix + b64(f, newline=False).decode("ascii") + suffix for f in encoded_frames
-        )
+        append = self._queue.append
+        for frame in encoded_frames:
+            # One f-string: a single allocation for the whole JSON text.
+            append(f"{prefix}{b64(frame, newline=False).decode('ascii')}{suffix}")
         self._queued_audio += len(encoded_frames)
         return len(encoded_frames)
 
@@ -676,6 +677,17 @@ class StreamProtocol:
             LocalProtocolError: before ``start`` or after close.
             CodecError: odd byte count or unsupported rate.
         """
+        framer = self._framer
+        if framer is not None and self.state is State.STREAMING:
+            # Fast path, the common case: PCM at the outbound rate needs no resampler,
+            # and exactly one frame with no partial frame held back skips the Framer's
+            # copy. The frames queued are the same as on the general path below.
+            fmt = self.outbound_format or self.inbound_format or _DEFAULT_FORMAT
+            if (sample_rate is None or sample_rate == fmt.sample_rate) and not len(pcm) & 1:
+                encoded = self._encode(pcm, fmt)
+                if len(encoded) == framer.frame_bytes and not framer.pending:
+                    return self._enqueue((encoded,))
+                return self._enqueue(framer.push(encoded))
         self._require_streaming()
         fmt, framer = self._outbound()
         rate = fmt.sample_rate if sample_rate is None else sample_rate
@@ -777,7 +789,7 @@ class StreamProtocol:
                     # Mid-utterance and Vobiz ran dry before this frame: the caller
                     # heard a gap (a paced sender that fell behind, or backpressure).
                     self.stats.late_outbound += 1
-                end = max(end, now) + _FRAME_S
+                end = (end if end > now else now) + _FRAME_S  # max() without the call
                 self._queued_audio -= 1
                 playout.sent_ms += FRAME_MS
                 playout.utterance_ms += FRAME_MS
