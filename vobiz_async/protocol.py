@@ -684,10 +684,16 @@ class StreamProtocol:
             # copy. The frames queued are the same as on the general path below.
             fmt = self.outbound_format or self.inbound_format or _DEFAULT_FORMAT
             if (sample_rate is None or sample_rate == fmt.sample_rate) and not len(pcm) & 1:
-                encoded = self._encode(pcm, fmt)
-                if len(encoded) == framer.frame_bytes and not framer.pending:
-                    return self._enqueue((encoded,))
-                return self._enqueue(framer.push(encoded))
+                if fmt.encoding is AudioEncoding.MULAW:
+                    encoded = pcm16_to_ulaw(pcm)
+                else:
+                    encoded = pcm16_to_l16(pcm, self._out_order)
+                if len(encoded) != framer.frame_bytes or framer.pending:
+                    return self._enqueue(framer.push(encoded))
+                text = binascii.b2a_base64(encoded, newline=False).decode("ascii")
+                self._queue.append(f"{self._play_prefix}{text}{self._play_suffix}")
+                self._queued_audio += 1
+                return 1
         self._require_streaming()
         fmt, framer = self._outbound()
         rate = fmt.sample_rate if sample_rate is None else sample_rate
