@@ -190,13 +190,13 @@ _from_bytes = int.from_bytes
 # (segment = bit length of w minus 5, mantissa = 4 bits below the top one; 0x7F once
 # w >= 4096). All PCM samples become 16-bit lanes of one int, and a handful of lane-wise
 # big-int operations (no lane ever carries into the next: u <= 32903) turn each lane
-# into u with its three don't-care low bits replaced by 0, 0 and the sign:
+# into u with its three don't-care low bits replaced by three copies of the sign:
 #
-#     lane = ((x + 132 - 268 * negative) & 0xFFF8) ^ (0xFFF9 * negative)
+#     lane = ((x + 132 - 268 * negative) & 0xFFF8) ^ (0xFFFF * negative)
 #
-# (x is the raw 16-bit lane; for a negative sample x - 136 = ~(~s + 136) with the bits
-# from 3 up complemented by the XOR, which also sets bit 0.) Split each lane into its
-# high byte uh and low byte ul = d7 d6 d5 d4 d3 0 0 sign. The segment and the mantissa
+# (x is the raw 16-bit lane, s + 65536 for a negative s, whose 16-bit complement of
+# x - 136 is ~s + 136 = u; the XOR also sets bits 0-2.) Split each lane into its high
+# byte uh and low byte ul = d7 d6 d5 d4 d3 s s s (s = the sign). The segment and the mantissa
 # bits at or above bit 8 of u depend on uh alone; the mantissa bits below bit 8 are the
 # top 4, 4, 3, 2, 1 or 0 bits of d7..d3, by the class of uh (_enc_class: its bit length,
 # capped at 5). Three byte tables indexed by uh and one by a key finish the job:
@@ -207,9 +207,9 @@ _from_bytes = int.from_bytes
 # _ENC_FORCE sets the d bits a class does not use to 1 (so the key ignores them);
 # _ENC_FIX then writes the segment and uh's mantissa bits into the bits the class leaves
 # free, in a per-segment layout (_ENC_LAYOUT) where the mantissa bits that come from ul
-# stay where they are and the eight segments land in disjoint key ranges. _ENC_CODE
-# maps each of the 256 keys back to its code (a permutation). Three bytes.translate
-# calls, one OR and one XOR in total.
+# stay where they are and the eight segments land in disjoint key ranges (a negative
+# sample's key has bits 0-2 flipped, as ul had). _ENC_CODE maps each of the 256 keys
+# back to its code (a permutation). Three bytes.translate calls, one OR and one XOR.
 
 
 def _ulaw_magnitude_code(u: int) -> int:
@@ -224,43 +224,47 @@ def _ulaw_magnitude_code(u: int) -> int:
 
 
 def _enc_class(uh: int) -> int:
+    """The bit length of uh, capped at 5: how many of d3..d7 (from the bottom) go unused."""
     return 0 if uh == 0 else min(5, uh.bit_length())
 
 
-# Per segment: (fixed key bits, key bit of mantissa bits 3, 2, 1, 0); the sign is key bit
-# 0. Segments 0-4 keep the mantissa bits that come from ul (d6..d3 for segment 0, the top
-# ones of d7..d3 for 1-4) in place. Key bits 2-1 (and bit 7, 3 or 4) tell segments apart.
+# Per segment: (fixed key bits, key bit of mantissa bits 3, 2, 1, 0), for a positive
+# sample (key bit 0 is 0). Segments 0-4 keep the mantissa bits that come from ul (d6..d3
+# for segment 0, the top ones of d7..d3 for 1-4) in place. Key bits 2-1 (and bit 7, 3
+# or 4) tell segments apart.
 _ENC_LAYOUT = (
-    (0x80, (6, 5, 4, 3)),  # 1 m m m m 0 0 s
-    (0x0A, (7, 6, 5, 4)),  # m m m m 1 0 1 s
-    (0x14, (3, 7, 6, 5)),  # m m m 1 m 1 0 s
-    (0x06, (5, 4, 7, 6)),  # m m m m 0 1 1 s
-    (0x0E, (6, 5, 4, 7)),  # m m m m 1 1 1 s
-    (0x00, (6, 5, 4, 3)),  # 0 m m m m 0 0 s
-    (0x02, (7, 6, 5, 4)),  # m m m m 0 0 1 s
-    (0x04, (7, 6, 5, 3)),  # m m m 0 m 1 0 s
+    (0x80, (6, 5, 4, 3)),  # 1 m m m m 0 0 0
+    (0x0A, (7, 6, 5, 4)),  # m m m m 1 0 1 0
+    (0x14, (3, 7, 6, 5)),  # m m m 1 m 1 0 0
+    (0x06, (5, 4, 7, 6)),  # m m m m 0 1 1 0
+    (0x0E, (6, 5, 4, 7)),  # m m m m 1 1 1 0
+    (0x00, (6, 5, 4, 3)),  # 0 m m m m 0 0 0
+    (0x02, (7, 6, 5, 4)),  # m m m m 0 0 1 0
+    (0x04, (7, 6, 5, 3)),  # m m m 0 m 1 0 0
 )
 
 
-def _enc_key(magnitude_code: int, sign: int) -> int:
-    """The key of a code before complement (segment << 4 | mantissa) and a sign bit."""
+def _enc_key(magnitude_code: int) -> int:
+    """The key of a positive sample's code before complement (segment << 4 | mantissa)."""
     fixed, positions = _ENC_LAYOUT[magnitude_code >> 4]
-    key = fixed | sign
+    key = fixed
     for bit, position in enumerate(reversed(positions)):
         key |= ((magnitude_code >> bit) & 1) << position
     return key
 
 
 def _enc_force(uh: int) -> int:
+    """The d bits of ul (3..7) that the class of ``uh`` does not use, set to 1."""
     return 0xF8 & ~(0xF8 << _enc_class(uh))
 
 
 def _enc_fix(uh: int) -> int:
     # Any ul with d bits 0 (d7 = 1 when uh = 0, as u >= 132) gives uh's fixed bits.
     ul = 0x80 if uh == 0 else 0
-    return _enc_key(_ulaw_magnitude_code(uh << 8 | ul), 0) ^ (ul | _enc_force(uh))
+    return _enc_key(_ulaw_magnitude_code(uh << 8 | ul)) ^ (ul | _enc_force(uh))
 
 
+# uh never exceeds 128 (u <= 32903).
 _ENC_FORCE = bytes(_enc_force(uh) if uh <= 128 else 0 for uh in range(256))
 _ENC_FIX = bytes(_enc_fix(uh) if uh <= 128 else 0 for uh in range(256))
 
@@ -268,21 +272,21 @@ _ENC_FIX = bytes(_enc_fix(uh) if uh <= 128 else 0 for uh in range(256))
 def _enc_code_table() -> bytes:
     table = bytearray(256)
     for code in range(128):
-        table[_enc_key(code, 0)] = code ^ 0xFF  # positive: complement all 8 bits
-        table[_enc_key(code, 1)] = code ^ 0x7F  # negative: sign bit 0
+        table[_enc_key(code)] = code ^ 0xFF  # positive: complement all 8 bits
+        table[_enc_key(code) ^ 0x07] = code ^ 0x7F  # negative: sign bit 0
     return bytes(table)
 
 
 _ENC_CODE = _enc_code_table()
-_ENC_LANES: dict[int, tuple[int, int, int]] = {}
+_ENC_LANES: dict[int, tuple[int, int, int, int]] = {}
 
 
-def _enc_lanes(n: int) -> tuple[int, int, int]:
-    """(1, 132 and 0xFFF8 in every 16-bit lane) for ``n`` samples, cached."""
+def _enc_lanes(n: int) -> tuple[int, int, int, int]:
+    """(1, 132, 268 and 0xFFF8 in every 16-bit lane) for ``n`` samples, cached."""
     lanes = _ENC_LANES.get(n)
     if lanes is None:
         ones = ((1 << (16 * n)) - 1) // 0xFFFF
-        lanes = (ones, 132 * ones, 0xFFF8 * ones)
+        lanes = (ones, 132 * ones, 268 * ones, 0xFFF8 * ones)
         if len(_ENC_LANES) < 16:
             _ENC_LANES[n] = lanes
     return lanes
@@ -306,13 +310,11 @@ def pcm16_to_ulaw(data: bytes) -> bytes:
     if size & 1:
         raise CodecError(f"16-bit PCM needs an even number of bytes, got {size}")
     n = size >> 1
-    ones, bias, clear_low = _ENC_LANES.get(n) or _enc_lanes(n)
+    ones, bias, offset, clear_low = _ENC_LANES.get(n) or _enc_lanes(n)
     lanes = _from_bytes(data, "little")
-    negative = (lanes >> 15) & ones
-    # u with its low three bits replaced by 0, 0, sign (see the comment above the tables).
-    ub = (((lanes + bias - negative * 268) & clear_low) ^ (negative * 0xFFF9)).to_bytes(
-        size, "little"
-    )
+    negative = ((lanes >> 15) & ones) * 0xFFFF
+    # u with its low three bits replaced by the sign (see the comment above the tables).
+    ub = (((lanes + bias - (negative & offset)) & clear_low) ^ negative).to_bytes(size, "little")
     uh = ub[1::2]
     key = (_from_bytes(uh.translate(_ENC_FORCE), "little") | _from_bytes(ub[0::2], "little")) ^ (
         _from_bytes(uh.translate(_ENC_FIX), "little")
