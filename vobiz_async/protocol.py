@@ -56,7 +56,7 @@ import binascii
 import enum
 from array import array
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from typing import Literal
@@ -638,7 +638,7 @@ class StreamProtocol:
             return pcm16_to_ulaw(pcm)
         return pcm16_to_l16(pcm, self._out_order)
 
-    def _enqueue(self, encoded_frames: Sequence[bytes]) -> int:
+    def _enqueue(self, encoded_frames: list[bytes]) -> int:
         prefix, suffix = self._play_prefix, self._play_suffix
         b64 = binascii.b2a_base64
         append = self._queue.append
@@ -686,9 +686,10 @@ class StreamProtocol:
         """
         framer = self._framer
         if framer is not None and self.state is _STREAMING:
-            # Fast path, the common case: PCM at the outbound rate needs no resampler,
-            # and exactly one frame with no partial frame held back skips the Framer's
-            # copy. The frames queued are the same as on the general path below.
+            # Fast path, the common case: PCM at the outbound rate needs no resampler
+            # (this is _encode inlined), and exactly one frame with no partial frame held
+            # back goes straight to the queue (as _enqueue would write it) without the
+            # Framer's copy. The frames queued are the same as on the general path.
             fmt = self.outbound_format or self.inbound_format or _DEFAULT_FORMAT
             if (sample_rate is None or sample_rate == fmt.sample_rate) and not len(pcm) & 1:
                 if fmt.encoding is _MULAW:
