@@ -155,7 +155,7 @@ def main() -> None:
                 }
             )
     for label, fmt, target in [
-        ("out mu-law 8k", AudioFormat(AudioEncoding.MULAW, 8000), 4.0),
+        ("out mu-law 8k", AudioFormat(AudioEncoding.MULAW, 8000), 3.5),
         ("out L16 16k", AudioFormat(AudioEncoding.L16, 16000), None),
         ("out L16 24k", AudioFormat(AudioEncoding.L16, 24000), None),
     ]:

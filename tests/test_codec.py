@@ -122,6 +122,15 @@ def test_ulaw_encode_matches_the_scalar_encoder_at_every_length() -> None:
     assert pcm16_to_ulaw(pack(extremes)) == bytes(_ulaw_encode_one(s) for s in extremes)
 
 
+def test_ulaw_encode_in_20ms_frames_matches_the_scalar_encoder() -> None:
+    """All 65,536 sample values, fed 160 samples (one 20 ms frame) at a time as the
+    protocol does, encode exactly as _ulaw_encode_one."""
+    samples = list(range(-32768, 32768))
+    for i in range(0, len(samples), 160):
+        chunk = samples[i : i + 160]
+        assert pcm16_to_ulaw(pack(chunk)) == bytes(_ulaw_encode_one(s) for s in chunk)
+
+
 def test_ulaw_bit_exact_with_audioop_when_available() -> None:
     """Where the interpreter still has audioop, both directions match it byte for byte."""
     audioop = load_audioop()

@@ -339,6 +339,29 @@ def test_play_cuts_exact_frames_and_carries_the_remainder() -> None:
     assert proto.playout.sent_ms == 60.0
 
 
+@pytest.mark.parametrize(("encoding", "rate"), [("audio/x-mulaw", 8000), ("audio/x-l16", 16000)])
+def test_play_queues_the_same_frames_whatever_the_chunking(encoding: str, rate: int) -> None:
+    """Whole 20 ms frames (play's fast path), one long chunk and ragged chunks queue the
+    same frames, with and without a partial frame held back."""
+    pcm = tone(rate, 210, amp=20000.0)
+    frame = rate // 50 * 2
+    plans = [
+        [pcm[i : i + frame] for i in range(0, len(pcm), frame)],
+        [pcm],
+        [pcm[i : i + 2 * 37] for i in range(0, len(pcm), 2 * 37)],
+        [pcm[:6], *(pcm[i : i + frame] for i in range(6, len(pcm), frame))],
+    ]
+    results = []
+    for plan in plans:
+        proto = started(encoding, rate)
+        queued = sum(proto.play(chunk, rate if i % 2 else None) for i, chunk in enumerate(plan))
+        queued += proto.flush_audio()
+        frames = proto.frames_due(math.inf)
+        assert len(frames) == queued == 11
+        results.append(frames)
+    assert all(frames == results[0] for frames in results)
+
+
 def test_play_resamples_24k_tts_to_the_outbound_format() -> None:
     """24 kHz PCM played on a mu-law 8 kHz stream comes out as 8 kHz frames."""
     proto = started()

@@ -180,6 +180,7 @@ def _ulaw_encode_one(sample: int) -> int:
 _ULAW_VALUES = [_ulaw_decode_one(c) for c in range(256)]
 _ULAW_LO = bytes(v & 0xFF for v in _ULAW_VALUES)
 _ULAW_HI = bytes((v >> 8) & 0xFF for v in _ULAW_VALUES)
+_from_bytes = int.from_bytes
 
 # The encoder, without a per-sample Python loop (SWAR: SIMD within a register).
 #
@@ -187,16 +188,28 @@ _ULAW_HI = bytes((v >> 8) & 0xFF for v in _ULAW_VALUES)
 # u is 4 * (biased 14-bit magnitude + 33) plus two low bits that never matter, so the
 # code before its final complement is the 3-bit segment and 4-bit mantissa of w = u >> 3
 # (segment = bit length of w minus 5, mantissa = 4 bits below the top one; 0x7F once
-# w >= 4096). All PCM samples become 16-bit lanes of one int; u is a handful of
-# lane-wise big-int operations (no lane ever carries into the next: u <= 32904), with
-# its two don't-care low bits replaced by the sign. Splitting u into its high byte uh
-# and low byte ul: the segment and the mantissa bits at or above bit 8 of u depend on uh
-# alone (_ENC_BASE, which also applies the complement); the sign and the mantissa bits
-# below bit 8 depend on ul and on the class of uh (how many mantissa bits lie below
-# bit 8: 4, 4, 3, 2, 1 or 0). They meet in one 8-bit key, class id << 6 | sign << 5 |
-# ul >> 3, where a class that needs only the top k bits of ul >> 3 forces the others
-# to 1 (_ENC_CLASS), so four ids serve six classes; _ENC_LOW maps the key to those bits
-# and the sign. Three bytes.translate calls, one OR and one XOR assemble the codes.
+# w >= 4096). All PCM samples become 16-bit lanes of one int, and a handful of lane-wise
+# big-int operations (no lane ever carries into the next: u <= 32903) turn each lane
+# into u with its three don't-care low bits replaced by three copies of the sign:
+#
+#     lane = ((x + 132 - 268 * negative) & 0xFFF8) ^ (0xFFFF * negative)
+#
+# (x is the raw 16-bit lane, s + 65536 for a negative s, whose 16-bit complement of
+# x - 136 is ~s + 136 = u; the XOR also sets bits 0-2.) Split each lane into its high
+# byte uh and low byte ul = d7 d6 d5 d4 d3 s s s (s = the sign). The segment and the mantissa
+# bits at or above bit 8 of u depend on uh alone; the mantissa bits below bit 8 are the
+# top 4, 4, 3, 2, 1 or 0 bits of d7..d3, by the class of uh (_enc_class: its bit length,
+# capped at 5). Three byte tables indexed by uh and one by a key finish the job:
+#
+#     key  = (ul | _ENC_FORCE[uh]) ^ _ENC_FIX[uh]
+#     code = _ENC_CODE[key]
+#
+# _ENC_FORCE sets the d bits a class does not use to 1 (so the key ignores them);
+# _ENC_FIX then writes the segment and uh's mantissa bits into the bits the class leaves
+# free, in a per-segment layout (_ENC_LAYOUT) where the mantissa bits that come from ul
+# stay where they are and the eight segments land in disjoint key ranges (a negative
+# sample's key has bits 0-2 flipped, as ul had). _ENC_CODE maps each of the 256 keys
+# back to its code (a permutation). Three bytes.translate calls, one OR and one XOR.
 
 
 def _ulaw_magnitude_code(u: int) -> int:
@@ -211,51 +224,69 @@ def _ulaw_magnitude_code(u: int) -> int:
 
 
 def _enc_class(uh: int) -> int:
+    """The bit length of uh, capped at 5: how many of d3..d7 (from the bottom) go unused."""
     return 0 if uh == 0 else min(5, uh.bit_length())
 
 
-# Per class: (key id, forced low bits of ul >> 3, mantissa bits below bit 8 of u, XOR
-# offset). Classes 0, 4 and 5 share id 0: class 0 uses keys 16..31 (u >= 132), class 4
-# keys 15 and 31, class 5 key 31; the offsets make their shared keys agree.
-_ENC_CLASSES = (
-    (0, 0x00, 4, 0),
-    (1, 0x01, 4, 0),
-    (2, 0x03, 3, 0),
-    (3, 0x07, 2, 0),
-    (0, 0x0F, 1, 14),
-    (0, 0x1F, 0, 15),
+# Per segment: (fixed key bits, key bit of mantissa bits 3, 2, 1, 0), for a positive
+# sample (key bit 0 is 0). Segments 0-4 keep the mantissa bits that come from ul (d6..d3
+# for segment 0, the top ones of d7..d3 for 1-4) in place. Key bits 2-1 (and bit 7, 3
+# or 4) tell segments apart.
+_ENC_LAYOUT = (
+    (0x80, (6, 5, 4, 3)),  # 1 m m m m 0 0 0
+    (0x0A, (7, 6, 5, 4)),  # m m m m 1 0 1 0
+    (0x14, (3, 7, 6, 5)),  # m m m 1 m 1 0 0
+    (0x06, (5, 4, 7, 6)),  # m m m m 0 1 1 0
+    (0x0E, (6, 5, 4, 7)),  # m m m m 1 1 1 0
+    (0x00, (6, 5, 4, 3)),  # 0 m m m m 0 0 0
+    (0x02, (7, 6, 5, 4)),  # m m m m 0 0 1 0
+    (0x04, (7, 6, 5, 3)),  # m m m 0 m 1 0 0
 )
 
 
-def _enc_low(key: int) -> int:
-    key_id, wl = key >> 6, key & 0x1F
-    sign = 0x80 if key & 0x20 else 0
-    if key_id == 0:
-        return sign | (wl & 0x0F if wl >= 16 else 14)
-    return sign | (wl >> key_id)
+def _enc_key(magnitude_code: int) -> int:
+    """The key of a positive sample's code before complement (segment << 4 | mantissa)."""
+    fixed, positions = _ENC_LAYOUT[magnitude_code >> 4]
+    key = fixed
+    for bit, position in enumerate(reversed(positions)):
+        key |= ((magnitude_code >> bit) & 1) << position
+    return key
 
 
-def _enc_base(uh: int) -> int:
-    _, _, low_bits, offset = _ENC_CLASSES[_enc_class(uh)]
-    high = _ulaw_magnitude_code(uh << 8) & ~((1 << low_bits) - 1)
-    return high ^ offset ^ 0xFF
+def _enc_force(uh: int) -> int:
+    """The d bits of ul (3..7) that the class of ``uh`` does not use, set to 1."""
+    return 0xF8 & ~(0xF8 << _enc_class(uh))
 
 
-_ENC_CLASS = bytes(
-    _ENC_CLASSES[_enc_class(uh)][0] << 6 | _ENC_CLASSES[_enc_class(uh)][1] for uh in range(256)
-)
-_ENC_WL = bytes((ul & 1) << 5 | ul >> 3 for ul in range(256))
-_ENC_LOW = bytes(_enc_low(key) for key in range(256))
-_ENC_BASE = bytes(_enc_base(uh) for uh in range(256))
-_ENC_LANES: dict[int, tuple[int, int, int]] = {}
+def _enc_fix(uh: int) -> int:
+    # Any ul with d bits 0 (d7 = 1 when uh = 0, as u >= 132) gives uh's fixed bits.
+    ul = 0x80 if uh == 0 else 0
+    return _enc_key(_ulaw_magnitude_code(uh << 8 | ul)) ^ (ul | _enc_force(uh))
 
 
-def _enc_lanes(n: int) -> tuple[int, int, int]:
-    """(1, 132 and 0xFFFC in every 16-bit lane) for ``n`` samples, cached."""
+# uh never exceeds 128 (u <= 32903).
+_ENC_FORCE = bytes(_enc_force(uh) if uh <= 128 else 0 for uh in range(256))
+_ENC_FIX = bytes(_enc_fix(uh) if uh <= 128 else 0 for uh in range(256))
+
+
+def _enc_code_table() -> bytes:
+    table = bytearray(256)
+    for code in range(128):
+        table[_enc_key(code)] = code ^ 0xFF  # positive: complement all 8 bits
+        table[_enc_key(code) ^ 0x07] = code ^ 0x7F  # negative: sign bit 0
+    return bytes(table)
+
+
+_ENC_CODE = _enc_code_table()
+_ENC_LANES: dict[int, tuple[int, int, int, int]] = {}
+
+
+def _enc_lanes(n: int) -> tuple[int, int, int, int]:
+    """(1, 132, 268 and 0xFFF8 in every 16-bit lane) for ``n`` samples, cached."""
     lanes = _ENC_LANES.get(n)
     if lanes is None:
         ones = ((1 << (16 * n)) - 1) // 0xFFFF
-        lanes = (ones, 132 * ones, 0xFFFC * ones)
+        lanes = (ones, 132 * ones, 268 * ones, 0xFFF8 * ones)
         if len(_ENC_LANES) < 16:
             _ENC_LANES[n] = lanes
     return lanes
@@ -275,26 +306,20 @@ def pcm16_to_ulaw(data: bytes) -> bytes:
     Raises:
         CodecError: odd byte count.
     """
-    _check_even(data)
     size = len(data)
-    if not size:
-        return b""
+    if size & 1:
+        raise CodecError(f"16-bit PCM needs an even number of bytes, got {size}")
     n = size >> 1
-    ones, bias, clear_low = _enc_lanes(n)
-    lanes = int.from_bytes(data, "little")
-    negative = (lanes >> 15) & ones
-    # a, low two bits cleared, + 132 (+4 when negative), and the sign in bit 0.
-    u = ((lanes ^ (negative * 0xFFFF)) & clear_low) + bias + negative * 5
-    ub = u.to_bytes(size, "little")
+    ones, bias, offset, clear_low = _ENC_LANES.get(n) or _enc_lanes(n)
+    lanes = _from_bytes(data, "little")
+    negative = ((lanes >> 15) & ones) * 0xFFFF
+    # u with its low three bits replaced by the sign (see the comment above the tables).
+    ub = (((lanes + bias - (negative & offset)) & clear_low) ^ negative).to_bytes(size, "little")
     uh = ub[1::2]
-    key = (
-        int.from_bytes(uh.translate(_ENC_CLASS), "little")
-        | int.from_bytes(ub[0::2].translate(_ENC_WL), "little")
-    ).to_bytes(n, "little")
-    return (
-        int.from_bytes(key.translate(_ENC_LOW), "little")
-        ^ int.from_bytes(uh.translate(_ENC_BASE), "little")
-    ).to_bytes(n, "little")
+    key = (_from_bytes(uh.translate(_ENC_FORCE), "little") | _from_bytes(ub[0::2], "little")) ^ (
+        _from_bytes(uh.translate(_ENC_FIX), "little")
+    )
+    return key.to_bytes(n, "little").translate(_ENC_CODE)
 
 
 # --------------------------------------------------------------------------------------

@@ -117,6 +117,12 @@ class State(enum.StrEnum):
     CLOSED = "closed"
 
 
+# Enum members as module constants for the per-frame paths: on Python 3.11 a lookup such
+# as ``State.STREAMING`` goes through the enum metaclass and costs about 80 ns.
+_STREAMING = State.STREAMING
+_MULAW = AudioEncoding.MULAW
+
+
 @dataclass(slots=True)
 class ProtocolStats:
     """Counters for one stream. Everything rejected or dropped is counted here."""
@@ -476,11 +482,12 @@ class StreamProtocol:
         return names
 
     def _require_streaming(self) -> str:
-        if self.state is State.AWAITING_START or self.started is None:
+        started = self.started
+        if self.state is _STREAMING and started is not None:
+            return started.stream_id
+        if self.state is State.AWAITING_START or started is None:
             raise LocalProtocolError("no 'start' yet: the stream id is not known")
-        if self.state is State.CLOSED:
-            raise LocalProtocolError("the stream is closed")
-        return self.started.stream_id
+        raise LocalProtocolError("the stream is closed")
 
     def _emit(self, text: str) -> str:
         self.stats.frames_out += 1
@@ -535,7 +542,7 @@ class StreamProtocol:
             except CodecError as exc:
                 return [self._malformed("bad-field", frame, str(exc))]
         detected: ByteOrderDetected | None = None
-        if fmt.encoding is AudioEncoding.MULAW:
+        if fmt.encoding is _MULAW:
             pcm = ulaw_to_pcm16(raw)
         else:
             if len(raw) & 1:
@@ -632,16 +639,17 @@ class StreamProtocol:
         return l16_to_pcm16(payload[: len(payload) & ~1], self._out_order)
 
     def _encode(self, pcm: bytes, fmt: AudioFormat) -> bytes:
-        if fmt.encoding is AudioEncoding.MULAW:
+        if fmt.encoding is _MULAW:
             return pcm16_to_ulaw(pcm)
         return pcm16_to_l16(pcm, self._out_order)
 
     def _enqueue(self, encoded_frames: list[bytes]) -> int:
         prefix, suffix = self._play_prefix, self._play_suffix
         b64 = binascii.b2a_base64
-        self._queue.extend(
-            prefix + b64(f, newline=False).decode("ascii") + suffix for f in encoded_frames
-        )
+        append = self._queue.append
+        for frame in encoded_frames:
+            # One f-string: a single allocation for the whole JSON text.
+            append(f"{prefix}{b64(frame, newline=False).decode('ascii')}{suffix}")
         self._queued_audio += len(encoded_frames)
         return len(encoded_frames)
 
@@ -681,6 +689,24 @@ class StreamProtocol:
             LocalProtocolError: before ``start`` or after close.
             CodecError: odd byte count or unsupported rate.
         """
+        framer = self._framer
+        if framer is not None and self.state is _STREAMING:
+            # Fast path, the common case: PCM at the outbound rate needs no resampler
+            # (this is _encode inlined), and exactly one frame with no partial frame held
+            # back goes straight to the queue (as _enqueue would write it) without the
+            # Framer's copy. The frames queued are the same as on the general path.
+            fmt = self.outbound_format or self.inbound_format or _DEFAULT_FORMAT
+            if (sample_rate is None or sample_rate == fmt.sample_rate) and not len(pcm) & 1:
+                if fmt.encoding is _MULAW:
+                    encoded = pcm16_to_ulaw(pcm)
+                else:
+                    encoded = pcm16_to_l16(pcm, self._out_order)
+                if len(encoded) != framer.frame_bytes or framer.pending:
+                    return self._enqueue(framer.push(encoded))
+                text = binascii.b2a_base64(encoded, newline=False).decode("ascii")
+                self._queue.append(f"{self._play_prefix}{text}{self._play_suffix}")
+                self._queued_audio += 1
+                return 1
         self._require_streaming()
         fmt, framer = self._outbound()
         rate = fmt.sample_rate if sample_rate is None else sample_rate
@@ -706,7 +732,7 @@ class StreamProtocol:
         """
         self._require_streaming()
         fmt, framer = self._outbound()
-        if fmt.encoding is AudioEncoding.L16 and len(payload) & 1:
+        if fmt.encoding is not _MULAW and len(payload) & 1:  # L16
             raise CodecError(f"L16 needs an even number of bytes, got {len(payload)}")
         return self._enqueue(framer.push(payload))
 
@@ -765,7 +791,7 @@ class StreamProtocol:
                 for one at a time and stops when its write buffer is full).
         """
         queue = self._queue
-        if not queue or self.state is not State.STREAMING:
+        if not queue or self.state is not _STREAMING:
             return []
         out: list[str] = []
         playout = self.playout
@@ -786,7 +812,7 @@ class StreamProtocol:
                     # Mid-utterance and Vobiz ran dry before this frame: the caller
                     # heard a gap (a paced sender that fell behind, or backpressure).
                     self.stats.late_outbound += 1
-                end = max(end, now) + _FRAME_S
+                end = (end if end > now else now) + _FRAME_S  # max() without the call
                 self._queued_audio -= 1
                 playout.sent_ms += FRAME_MS
                 playout.utterance_ms += FRAME_MS
@@ -807,7 +833,7 @@ class StreamProtocol:
     def next_due(self, now: float) -> float | None:
         """When :meth:`frames_due` will next have something (None: nothing queued)."""
         queue = self._queue
-        if not queue or self.state is not State.STREAMING:
+        if not queue or self.state is not _STREAMING:
             return None
         if type(queue[0]) is not str:
             return now
