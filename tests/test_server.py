@@ -55,6 +55,31 @@ async def test_echo_round_trip_in_the_streams_own_format() -> None:
     assert ulaw_to_pcm16(pcm16_to_ulaw(chunk)) in heard
 
 
+async def test_play_encoded_calls_play_in_call_order_when_pacing_holds_audio_back() -> None:
+    """A short play_encoded whose audio the pacing holds back keeps the floor: a second
+    call made meanwhile plays after all of it, in order, nothing lost."""
+    results: list[float] = []
+
+    async def handler(session: StreamSession) -> None:
+        first = asyncio.create_task(session.play_encoded(b"\x11" * 640))  # 80 ms
+        await asyncio.sleep(0)  # the first has written what was due and now waits
+        results.append(await session.play_encoded(b"\x22" * 320))  # 40 ms
+        results.insert(0, await first)
+        await session.checkpoint("done")
+        await session.stop()
+
+    pacing = Pacing(lead_ms=20, coalesce_ms=0)
+    async with serve(handler, "127.0.0.1", 0, pacing=pacing) as server:
+        peer = MediaPeer(server.url, seconds=3.0, hangup_when_done=False)
+        report = await peer.wait_closed()
+    assert results == [80.0, 40.0] and report.play_frames == 6
+    a, b = ulaw_to_pcm16(b"\x11"), ulaw_to_pcm16(b"\x22")
+    heard = [peer.heard_pcm[i : i + 2] for i in range(0, len(peer.heard_pcm), 2)]
+    at_a = [i for i, sample in enumerate(heard) if sample == a]
+    at_b = [i for i, sample in enumerate(heard) if sample == b]
+    assert len(at_a) == 640 and len(at_b) == 320 and max(at_a) < min(at_b)
+
+
 async def test_audio_in_chunks_yields_every_sample_a_chunk_at_a_time() -> None:
     """audio(chunk_ms=100) yields >= 100 ms per chunk (the last may be shorter), and the
     chunks joined are exactly the frames read one by one would be."""

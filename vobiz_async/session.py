@@ -236,6 +236,9 @@ class StreamSession:
         # (sized by the longest frame seen; the format is fixed for the stream).
         self._batch_frames = 1
         self._frame_chars = 0
+        # play_encoded() of at most one slice in the outbound format takes a short path
+        fmt = protocol.outbound_format or started.media_format
+        self._short_play_bytes = round(fmt.bytes_per_ms * _SLICE_MS)
         self._drained: asyncio.Future[None] | None = None
         self._clear_gate: asyncio.Future[None] | None = None
         self._checkpoints: dict[str, asyncio.Future[CheckpointOutcome]] = {}
@@ -759,12 +762,33 @@ class StreamSession:
             Milliseconds of audio sent.
         """
         self._check_open()
+        proto = self._proto
+        if (
+            self._clear_gate is None
+            and self.trace is None
+            and self.recorder is None
+            and not self._play_lock.locked()
+            and len(payload) <= self._short_play_bytes
+        ):
+            # The echo/short-reply path: nothing else is playing and nothing gates us,
+            # so queue and write what is due right here (no lock round trip, no inner
+            # coroutines); only audio the pacing holds back is waited for, under the lock.
+            playout = proto.playout
+            before = playout.sent_ms
+            generation = self._generation
+            proto.play_encoded(payload, now=self._loop.time())
+            self._utterance_cleared = False
+            self._pump(self._loop.time())
+            if proto.has_queued:
+                async with self._play_lock:
+                    await self._until_sent(generation)
+            return playout.sent_ms - before
         async with self._play_lock:
             if self._clear_gate is not None:
                 await self._await_clear_gate()
             if self._closed:
                 return 0.0
-            proto, loop = self._proto, self._loop
+            loop = self._loop
             fmt = self.outbound_format
             if self.recorder is not None:  # what was played is heard: record it too
                 self._record_agent(proto.decode_outbound(payload), fmt.sample_rate)
