@@ -76,13 +76,13 @@ BENCH_STAMP := $(BENCH_VENV)/.installed
 
 $(BENCH_STAMP): pyproject.toml
 	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
-	$(BENCH_VENV)/bin/python -m pip install --quiet -e . $(BENCH_PEERS)
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e ".[speed]" $(BENCH_PEERS)
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python benchmarks/bench_codec.py
 	$(BENCH_VENV)/bin/python benchmarks/bench_protocol.py
-	$(BENCH_VENV)/bin/python benchmarks/bench_server.py
+	$(BENCH_VENV)/bin/python benchmarks/bench_server.py --calls 200 --echo-calls 300 --capacity
 
 # The demo's call report, rendered by headless Chromium and checked (issue 18).
 report-check: $(STAMP)

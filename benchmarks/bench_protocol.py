@@ -8,6 +8,7 @@ and, when ``plivo-stream-sdk`` is importable, that peer's parse path, with the r
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import dataclasses
@@ -124,6 +125,39 @@ def peer_case(frame: str) -> Callable[[], object] | None:
     return parse
 
 
+def pipecat_vobiz_cases(frame: str) -> tuple[Callable[[], object], Callable[[], object]] | None:
+    """pipecat-vobiz's ``VobizFrameSerializer`` (when installed): one awaited
+    ``deserialize`` of a mu-law 8 kHz media frame and one ``serialize`` of 20 ms of
+    8 kHz PCM to ``playAudio``, each timed inside one event loop run per batch."""
+    try:
+        from pipecat.frames.frames import (  # type: ignore[import-not-found, unused-ignore]
+            OutputAudioRawFrame,
+            StartFrame,
+        )
+        from pipecat.serializers.vobiz import (  # type: ignore[import-not-found, unused-ignore]
+            VobizFrameSerializer,
+        )
+    except ImportError:
+        return None
+    params = VobizFrameSerializer.InputParams(
+        vobiz_sample_rate=8000, sample_rate=8000, auto_hang_up=False
+    )
+    serializer = VobizFrameSerializer(SID, params=params)
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(serializer.setup(StartFrame(audio_in_sample_rate=8000)))
+    out = OutputAudioRawFrame(audio=pcm(8000), sample_rate=8000, num_channels=1)
+    number = 500
+
+    def timed(make: Callable[[], Any]) -> Callable[[], object]:
+        async def batch() -> None:
+            for _ in range(number):
+                await make()
+
+        return lambda: loop.run_until_complete(batch())
+
+    return timed(lambda: serializer.deserialize(frame)), timed(lambda: serializer.serialize(out))
+
+
 def main() -> None:
     calib = calibration_ns()
     scale = calib / REFERENCE_CALIBRATION_NS
@@ -169,6 +203,23 @@ def main() -> None:
         )
     peer = peer_case(frames["in mu-law 8k"])
     ours = rows[0]["us"]
+    pipecat = pipecat_vobiz_cases(frames["in mu-law 8k"])
+    if pipecat is not None:
+        ours_out = next(r["us"] for r in rows if r["case"] == "out mu-law 8k")
+        for label, fn, mine in (
+            ("in mu-law 8k: pipecat-vobiz deserialize", pipecat[0], ours),
+            ("out mu-law 8k: pipecat-vobiz serialize", pipecat[1], ours_out),
+        ):
+            us = median_ns(fn, number=1) / 500 / 1000
+            rows.append(
+                {
+                    "case": label,
+                    "parser": "json+audioop",
+                    "target_us": None,
+                    "us": us,
+                    "ratio_vs_ours": us / mine,
+                }
+            )
     if peer is not None:
         peer_us = median_ns(peer, number=20000) / 1000
         rows.append(
@@ -192,6 +243,8 @@ def main() -> None:
     )
     if peer is None:
         print("plivo-stream-sdk is not installed; `pip install plivo-stream-sdk` to time it too")
+    if pipecat is None:
+        print("pipecat-vobiz is not installed; `make bench` installs it in .venv-bench")
     print_table(
         "protocol, per 20 ms frame (median)",
         rows,
