@@ -182,14 +182,17 @@ async def test_the_caller_hears_the_bot_its_checkpoint_plays_and_end_frame_stops
 async def test_an_interruption_clears_the_wire_and_reports_the_checkpoint_cleared(
     launch: Launch,
 ) -> None:
-    """A key press interrupts a 3 s utterance: clearAudio goes out and clearedAudio comes
-    back, the utterance's checkpoint is reported cleared, the next one plays, and
-    CancelFrame sends stop (the output at 24 kHz: the session resamples it)."""
+    """A key press while the bot is silent sends nothing (counted); one during a 3 s
+    utterance: clearAudio goes out and clearedAudio comes back, the utterance's
+    checkpoint is reported cleared, the next one plays, and CancelFrame sends stop (the
+    output at 24 kHz: the session resamples it)."""
     bots = Bots(PARAMS.model_copy(update={"audio_out_sample_rate": 24000}))
     async with launch(bots) as running:
         peer = MediaPeer(running.url, seconds=20, hangup_when_done=False)
         peer.start()
         call = await bots.first()
+        await peer.send_dtmf("1")
+        await until(lambda: call.transport.stats.clears_skipped == 1, "a silent interruption")
         await call.say(3.0)
         await until(lambda: peer.report.heard_ms >= 300, "the caller hears the bot")
         await peer.send_dtmf("1")
@@ -200,7 +203,7 @@ async def test_an_interruption_clears_the_wire_and_reports_the_checkpoint_cleare
         await call.worker.cancel()
         report = await peer.wait_closed()
         await asyncio.wait_for(call.ended.wait(), 10)
-    assert call.bot.keys == [KeypadEntry.ONE]
+    assert call.bot.keys == [KeypadEntry.ONE, KeypadEntry.ONE]
     assert call.bot.outcomes == [("utterance-1", CLEARED), ("utterance-2", PLAYED)]
     assert report.clears == 1 and report.cleared_ms > 0 and report.stopped
     assert report.played_checkpoints == ["utterance-2"]

@@ -80,6 +80,33 @@ async def test_play_encoded_calls_play_in_call_order_when_pacing_holds_audio_bac
     assert len(at_a) == 640 and len(at_b) == 320 and max(at_a) < min(at_b)
 
 
+async def test_speaking_is_true_while_our_audio_can_still_be_heard() -> None:
+    """session.speaking: False before any audio, True while play() runs and until the
+    audio sent has played out by the pacing clock, False after; False once closed."""
+    seen: dict[str, bool] = {}
+
+    async def handler(session: StreamSession) -> None:
+        seen["before"] = session.speaking
+        playing = asyncio.create_task(session.play(tone(440, 0.6, 8000), 8000))
+        await asyncio.sleep(0)
+        seen["during"] = session.speaking
+        await playing
+        seen["sent"] = session.speaking  # the last 200 ms are still playing out there
+        assert await session.checkpoint("end") is CheckpointOutcome.PLAYED
+        for _ in range(100):  # bounded: the estimate runs out within the lead
+            if not session.speaking:
+                break
+            await asyncio.sleep(0.02)
+        seen["after"] = session.speaking
+        await session.stop()
+        await session.wait_closed()
+        seen["closed"] = session.speaking
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        await MediaPeer(server.url, seconds=3.0, hangup_when_done=False).wait_closed()
+    assert seen == {"before": False, "during": True, "sent": True, "after": False, "closed": False}
+
+
 async def test_audio_in_chunks_yields_every_sample_a_chunk_at_a_time() -> None:
     """audio(chunk_ms=100) yields >= 100 ms per chunk (the last may be shorter), and the
     chunks joined are exactly the frames read one by one would be."""

@@ -297,6 +297,18 @@ class StreamSession:
         return self._closed
 
     @property
+    def speaking(self) -> bool:
+        """Whether our audio may still be heard: a ``play`` is in progress, frames wait
+        to be sent, or what was sent has not finished playing by our estimate of the
+        peer's playout (the pacing clock). A barge-in only needs :meth:`clear` while
+        this is True; after it, ``clearAudio`` flushes nothing and would turn a
+        checkpoint whose acknowledgement is in flight into ``cleared``."""
+        if self._closed:
+            return False
+        proto = self._proto
+        return self._play_lock.locked() or proto.has_queued or proto.playout_end > self._loop.time()
+
+    @property
     def stats(self) -> SessionStats:
         """A snapshot of this session's counters."""
         proto = self._proto.stats

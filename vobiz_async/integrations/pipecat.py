@@ -505,6 +505,9 @@ class SessionTransportStats:
             such command, spec 4.4).
         checkpoint_errors: checkpoints the session refused (an empty name, or a name
             still pending); each is also pushed upstream as an ``ErrorFrame``.
+        clears_skipped: ``InterruptionFrame`` s that came while the bot was silent
+            (``session.speaking`` False): pipecat sends one at every user turn, and a
+            ``clearAudio`` then would flush nothing.
     """
 
     other_tracks: int = 0
@@ -512,6 +515,7 @@ class SessionTransportStats:
     audio_after_close: int = 0
     messages_ignored: int = 0
     checkpoint_errors: int = 0
+    clears_skipped: int = 0
 
 
 def _check_rate(name: str, rate: int) -> None:
@@ -734,10 +738,12 @@ class SessionOutputTransport(BaseOutputTransport):
         """pipecat emptied its audio queue: clear the session's (``clearAudio``), and
         report the checkpoints dropped from pipecat's queue as cleared."""
         session = self._owner.session
-        if not session.closed:
+        if session.speaking:
             with contextlib.suppress(StreamClosedError):
                 # No wait here: the session holds the next play() until clearedAudio.
                 await session.clear(wait=False)
+        elif not session.closed:
+            self._owner.stats.clears_skipped += 1
         for key, checkpoint in list(self._unsent.items()):
             if checkpoint.interruptible:
                 del self._unsent[key]
@@ -766,7 +772,9 @@ class SessionTransport(BaseTransport):
     * ``OutputAudioRawFrame`` is played with ``session.play`` (paced by the server;
       the write returns once the chunk is on the wire, see
       :meth:`SessionOutputTransport.write_audio_frame`);
-    * ``InterruptionFrame`` calls ``session.clear()`` (``clearAudio``);
+    * ``InterruptionFrame`` calls ``session.clear()`` (``clearAudio``) while the bot
+      can still be heard (``session.speaking``); pipecat sends one at every user turn,
+      and one while the bot is silent is only counted (``stats.clears_skipped``);
     * ``EndFrame`` plays what is queued, then ``session.stop()``; ``CancelFrame`` stops
       at once;
     * the end of each bot utterance (``TTSStoppedFrame``) is followed by a checkpoint
