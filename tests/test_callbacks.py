@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -251,6 +252,31 @@ async def test_a_token_means_signatures_are_required(http: aiohttp.ClientSession
         assert app.handler.stats.refused_signature == 1
     assert app.received == []
     assert callback_handler(print).mode == "off"
+
+
+async def test_a_flood_of_forged_callbacks_is_counted_but_logged_once_per_interval(
+    http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    """300 unsigned and 300 wrongly signed posts: all refused and counted, one log line
+    per reason; after the interval the next line says how many were held back."""
+    caplog.set_level(logging.WARNING, logger="vobiz_async.callbacks")
+    bad = {"X-Vobiz-Signature-V3": "bm9wZQ==", "X-Vobiz-Signature-V3-Nonce": "1" * 20}
+    async with App(limits=CallbackLimits(refusal_log_interval=3600)) as app:
+        for _ in range(300):
+            assert await post(http, app.url, urlencode(FIELDS), {}) == 401
+            assert await post(http, app.url, urlencode(FIELDS), bad) == 403
+        refused = app.handler.stats.refused_signature
+        lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert refused == 600 and app.received == []
+    assert len(lines) == 2 and lines[0] == "refused a status callback: signature missing"
+    caplog.clear()
+    async with App(limits=CallbackLimits(refusal_log_interval=1.0)) as app:
+        for _ in range(5):  # on loopback, well within the second
+            assert await post(http, app.url, urlencode(FIELDS), {}) == 401
+        await asyncio.sleep(1.1)
+        assert await post(http, app.url, urlencode(FIELDS), {}) == 401
+        lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(lines) <= 3 and "more not logged" in lines[-1]
 
 
 async def test_session_callback_history_is_bounded() -> None:

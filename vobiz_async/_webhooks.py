@@ -17,6 +17,7 @@ import asyncio
 import hashlib
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -62,6 +63,10 @@ class CallbackLimits:
             for that stream's session before it is given up (counted in ``unrouted``):
             ``StartStream`` is posted when the socket connects and can overtake the
             stream's ``start`` frame.
+        refusal_log_interval: at most one log line per refusal reason (signature
+            missing, mismatch, replayed...) in this many seconds; the next line says
+            how many were not logged (every refusal is counted in ``stats`` either
+            way), so a flood of forged callbacks cannot flood the logs.
     """
 
     max_body_bytes: int = 64 * 1024
@@ -72,6 +77,7 @@ class CallbackLimits:
     replay_window: float = 300.0
     shutdown_grace: float = 5.0
     route_wait: float = 5.0
+    refusal_log_interval: float = 10.0
 
     def __post_init__(self) -> None:
         for name in ("max_body_bytes", "max_form_fields", "max_pending", "history_per_session"):
@@ -79,8 +85,8 @@ class CallbackLimits:
                 raise ValueError(f"{name} must be at least 1")
         if self.max_nonces < 1 or self.replay_window <= 0 or self.shutdown_grace < 0:
             raise ValueError("max_nonces and replay_window must be positive, grace >= 0")
-        if self.route_wait < 0:
-            raise ValueError("route_wait must be >= 0")
+        if self.route_wait < 0 or self.refusal_log_interval < 0:
+            raise ValueError("route_wait and refusal_log_interval must be >= 0")
 
 
 def mark_as_coroutine_function(handler: object) -> None:
@@ -287,7 +293,29 @@ class WebhookHandler(Generic[T]):
         self._history_trimmed = 0
         self._unrouted = 0
         self._route_waits: set[asyncio.Task[None]] = set()
+        self._logger = logger
+        self._refusal_logged: dict[str, tuple[float, int]] = {}  # reason: (when, held)
         mark_as_coroutine_function(self)
+
+    def _log_refusal(self, reason: str) -> None:
+        """Log a refused callback, at most once per reason per
+        ``limits.refusal_log_interval``; the next line says how many were held back."""
+        now = time.monotonic()
+        logged = self._refusal_logged
+        last, held = logged.get(reason, (float("-inf"), 0))
+        if now - last < self.limits.refusal_log_interval:
+            logged[reason] = (last, held + 1)
+            return
+        logged[reason] = (now, 0)
+        if held:
+            self._logger.warning(
+                "refused a status callback: %s (%d more not logged in the last %.0f s)",
+                reason,
+                held,
+                now - last,
+            )
+        else:
+            self._logger.warning("refused a status callback: %s", reason)
 
     @property
     def stats(self) -> CallbackStats:

@@ -199,7 +199,7 @@ class CallbackHandler(WebhookHandler[StreamStatusCallback]):
                     public_base_url=self._public_base_url,
                 )
             except SignatureError as exc:
-                log.warning("refused a status callback: signature %s", exc.reason)
+                self._log_refusal(f"signature {exc.reason}")
                 status = 401 if exc.reason == "missing" else 403
                 return self._reply(status, f"signature {exc.reason}\n")
             nonces = verified.nonces if verified.verified else ()
@@ -218,7 +218,7 @@ class CallbackHandler(WebhookHandler[StreamStatusCallback]):
         if nonces:
             seen = self._nonces.lookup(nonces, digest)
             if seen == "replayed":
-                log.warning("refused a status callback: signature replayed")
+                self._log_refusal("signature replayed")
                 return self._reply(403, "signature replayed\n")
             if seen == "duplicate":
                 self._duplicates += 1

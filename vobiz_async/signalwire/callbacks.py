@@ -171,7 +171,7 @@ class CompatCallbackHandler(WebhookHandler[CompatStreamCallback]):
             return self._reply(503, "shutting down\n")
         signature = next((v for h in SIGNATURE_HEADERS if (v := request.headers.get(h))), None)
         if self._mode is SignatureMode.REQUIRE and not signature:
-            log.warning("refused a stream status callback: signature missing")
+            self._log_refusal("signature missing")
             return self._reply(401, "signature missing\n")
         try:
             pairs = await self._read_fields(request)
@@ -183,7 +183,7 @@ class CompatCallbackHandler(WebhookHandler[CompatStreamCallback]):
             params = pairs if request.method == "POST" else []
             key = self._signing_key or ""
             if not validate_request(self._signed_url(request), params, signature, key):
-                log.warning("refused a stream status callback: signature mismatch")
+                self._log_refusal("signature mismatch")
                 return self._reply(403, "signature mismatch\n")
         callback = parse_callback(dict(pairs))
         if callback.event is None:
