@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import _logcontext
+from ._timers import KeyedTimers
 from .events import MalformedFrame, StreamStarted
 from .protocol import StreamProtocol
 from .session import StreamSession, Transport
@@ -130,13 +131,13 @@ class StreamLink:
         self.started_at = 0.0  # loop time of the start frame
         self.ended_at = 0.0  # loop time of the close
         self._last_frame = self.loop.time()
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._timers = KeyedTimers(self.loop)
         self._closed = False
         server._links.add(self)
         if self.limits.start_timeout is not None:
-            self._later("start", self.limits.start_timeout, self._start_deadline)
+            self._timers.later("start", self.limits.start_timeout, self._start_deadline)
         if self.limits.idle_timeout is not None:
-            self._later("idle", self.limits.idle_timeout, self._idle_check)
+            self._timers.later("idle", self.limits.idle_timeout, self._idle_check)
 
     # ---------------------------------------------------------------- messages in
     def text_received(self, data: bytes | str) -> None:
@@ -205,7 +206,7 @@ class StreamLink:
             server.stats.rejected_limit += 1
             self.transport.close(1013, "too many streams")
             return None
-        self._cancel("start")
+        self._timers.cancel("start")
         self.started_at = self.loop.time()
         session = StreamSession(
             self.transport,
@@ -247,9 +248,7 @@ class StreamLink:
         if self._closed:
             return
         self._closed = True
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
+        self._timers.close()
         server = self.server
         server._links.discard(self)
         session = self.session
@@ -272,28 +271,12 @@ class StreamLink:
         self.transport.close(code, reason)
 
     # --------------------------------------------------------------------- timers
-    def _later(self, key: str, delay: float, callback: Callable[[], None]) -> None:
-        """At most one timer per ``key``, replacing an earlier one."""
-        if self._closed:
-            return
-        old = self._timers.get(key)
-        if old is not None:
-            old.cancel()
-        self._timers[key] = self.loop.call_later(delay, callback)
-
-    def _cancel(self, key: str) -> None:
-        timer = self._timers.pop(key, None)
-        if timer is not None:
-            timer.cancel()
-
     def _start_deadline(self) -> None:
-        self._timers.pop("start", None)
         if self.session is None and not self._closed:
             self.server.stats.start_timeouts += 1
             self.transport.close(1008, "no start frame")
 
     def _idle_check(self) -> None:
-        self._timers.pop("idle", None)
         idle = self.limits.idle_timeout
         if idle is None or self._closed:
             return
@@ -302,4 +285,4 @@ class StreamLink:
             self.server.stats.idle_timeouts += 1
             self.transport.close(1001, "idle")
         else:
-            self._later("idle", idle - quiet, self._idle_check)
+            self._timers.later("idle", idle - quiet, self._idle_check)

@@ -20,7 +20,6 @@ import errno
 import json
 import logging
 import socket
-from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit
 
@@ -30,6 +29,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State as WsState
 from websockets.server import ServerProtocol
 
+from ._timers import KeyedTimers
 from ._wsframes import FrameSplitter, Piece, text_frame
 
 if TYPE_CHECKING:
@@ -230,7 +230,7 @@ class _Connection(asyncio.Protocol):
         self._fragments: list[bytes] = []
         self._fragment_binary = False
         self._last_rx = self.loop.time()
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._timers = KeyedTimers(self.loop)
         self._lost = False
         self.pending = True  # counted among pending handshakes until its start
 
@@ -248,7 +248,7 @@ class _Connection(asyncio.Protocol):
             self._close_transport()
             return
         self.listener.admit_pending(self)
-        self._later("handshake", self.limits.handshake_timeout, self._handshake_deadline)
+        self._timers.later("handshake", self.limits.handshake_timeout, self._handshake_deadline)
 
     def data_received(self, data: bytes) -> None:
         self._last_rx = self.loop.time()
@@ -298,7 +298,7 @@ class _Connection(asyncio.Protocol):
             self._flush()
             if self.transport is not None and not self.transport.is_closing():
                 self.transport.close()
-            self._later("close", self.limits.close_timeout, self._close_transport)
+            self._timers.later("close", self.limits.close_timeout, self._close_transport)
 
     def _on_frame(self, frame: Frame) -> None:
         opcode = frame.opcode
@@ -337,9 +337,7 @@ class _Connection(asyncio.Protocol):
             # code (the peer's close frame if it sent one, else 1006).
             with contextlib.suppress(EOFError):
                 self.ws.receive_eof()
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
+        self._timers.close()
         self.listener.connection_lost(self)
         if self.link is not None:
             self.link.closed(self.ws.close_code)
@@ -357,11 +355,11 @@ class _Connection(asyncio.Protocol):
             transport.pause_reading()
         stall = self.limits.write_stall_timeout
         if stall is not None:
-            self._later("stall", stall, self._write_stalled, replace=True)
+            self._timers.later("stall", stall, self._write_stalled, replace=True)
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        self._cancel("stall")
+        self._timers.cancel("stall")
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.resume_reading()
@@ -391,7 +389,7 @@ class _Connection(asyncio.Protocol):
         response = self.ws.accept(request)
         self.ws.send_response(response)
         if response.status_code == 101:
-            self._cancel("handshake")
+            self._timers.cancel("handshake")
             self.link = StreamLink(
                 server,
                 self,
@@ -415,7 +413,7 @@ class _Connection(asyncio.Protocol):
         if path not in ("/healthz", "/metrics") and server._path_matches(path):
             return False
         server.stats.probes += 1
-        self._cancel("handshake")
+        self._timers.cancel("handshake")
         self.listener.pending.pop(self, None)  # answered: no longer a pending handshake
         self.pending = False
         body: bytes | None
@@ -450,7 +448,7 @@ class _Connection(asyncio.Protocol):
         self._flush()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
-        self._later("close", self.limits.close_timeout, self._close_transport)
+        self._timers.later("close", self.limits.close_timeout, self._close_transport)
         return True
 
     # ------------------------------------------------------------------ writing
@@ -490,20 +488,20 @@ class _Connection(asyncio.Protocol):
             else:  # TLS cannot half-close: close (after the buffered writes, close_notify)
                 transport.close()
         if self.ws.close_expected():
-            self._later("close", self.limits.close_timeout, self._close_transport)
+            self._timers.later("close", self.limits.close_timeout, self._close_transport)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Start a close handshake; the transport is dropped if the peer stalls."""
         if self.ws.state is WsState.OPEN:
             self.ws.send_close(code, reason)
             self._flush()
-        self._later("close", self.limits.close_timeout, self._close_transport)
+        self._timers.later("close", self.limits.close_timeout, self._close_transport)
 
     def expect_peer_close(self) -> None:
         """After our ``stop``, Vobiz closes the socket; close it ourselves if it doesn't.
 
         One timer per connection however many ``stop`` frames arrive."""
-        self._later("stop", self.limits.close_timeout, lambda: self.close(1000, "stopped"))
+        self._timers.later("stop", self.limits.close_timeout, lambda: self.close(1000, "stopped"))
 
     def abort(self) -> None:
         """Drop the TCP connection at once (no close handshake)."""
@@ -514,33 +512,6 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
     # ------------------------------------------------------------------- timers
-    def _later(
-        self, key: str, delay: float, callback: Callable[[], None], *, replace: bool = False
-    ) -> None:
-        """Run ``callback`` after ``delay``: at most one timer per ``key`` (an earlier
-        one is kept unless ``replace``), so no peer input can pile timers up."""
-        if self._lost:
-            return
-        timers = self._timers
-        timer = timers.get(key)
-        if timer is not None and not timer.cancelled() and not replace:
-            return
-        if timer is not None:
-            timer.cancel()
-
-        def fire() -> None:
-            if timers.get(key) is handle:
-                del timers[key]
-            callback()
-
-        handle = self.loop.call_later(delay, fire)
-        timers[key] = handle
-
-    def _cancel(self, key: str) -> None:
-        timer = self._timers.pop(key, None)
-        if timer is not None:
-            timer.cancel()
-
     def _handshake_deadline(self) -> None:
         if self.ws.state is WsState.CONNECTING:
             self.server.stats.handshake_failures += 1

@@ -16,8 +16,8 @@ import contextlib
 import logging
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable
 
+from .._timers import KeyedTimers
 from ..server import MediaServer, StreamLink
 
 __all__ = ["QueuedTransport"]
@@ -48,7 +48,7 @@ class QueuedTransport(ABC):
         self._wake = asyncio.Event()
         self._close_request: tuple[int, str] | None = None
         self._done = False
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._timers = KeyedTimers(self.loop)
         self._writer = self.loop.create_task(self._write_loop())
         server.stats.connections += 1
         server.stats.active_connections += 1
@@ -69,7 +69,7 @@ class QueuedTransport(ABC):
             self._paused = True
             stall = self.limits.write_stall_timeout
             if stall is not None:
-                self._later("stall", stall, self._write_stalled)
+                self._timers.later("stall", stall, self._write_stalled)
         self._wake.set()
 
     def send_texts(self, texts: list[str]) -> None:
@@ -84,13 +84,12 @@ class QueuedTransport(ABC):
             return
         self._close_request = (code, reason)
         self._wake.set()
-        self._later("close", self.limits.close_timeout, self._abort_now)
+        self._timers.later("close", self.limits.close_timeout, self._abort_now)
 
     def expect_peer_close(self) -> None:
         """After our ``stop``: close with 1000 if the peer has not within
         ``Limits.close_timeout`` (one timer however many ``stop`` frames)."""
-        if "stop" not in self._timers:
-            self._later("stop", self.limits.close_timeout, lambda: self.close(1000, "stopped"))
+        self._timers.later("stop", self.limits.close_timeout, lambda: self.close(1000, "stopped"))
 
     # ---------------------------------------------------------- for adapters
     def oversized(self) -> None:
@@ -103,9 +102,7 @@ class QueuedTransport(ABC):
         if self._done:
             return
         self._done = True
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
+        self._timers.close()
         self._writer.cancel()
         self._queue.clear()
         self.server.stats.active_connections -= 1
@@ -141,7 +138,7 @@ class QueuedTransport(ABC):
                     self._queued_chars -= len(text)
                     if self._paused and not queue:
                         self._paused = False
-                        self._cancel("stall")
+                        self._timers.cancel("stall")
                         if self.link is not None:
                             self.link.writable()
                 request = self._close_request
@@ -166,16 +163,3 @@ class QueuedTransport(ABC):
     def _abort_now(self) -> None:
         if not self._done:
             self._abort()
-
-    def _later(self, key: str, delay: float, callback: Callable[[], None]) -> None:
-        if self._done:
-            return
-        old = self._timers.pop(key, None)
-        if old is not None:
-            old.cancel()
-        self._timers[key] = self.loop.call_later(delay, callback)
-
-    def _cancel(self, key: str) -> None:
-        timer = self._timers.pop(key, None)
-        if timer is not None:
-            timer.cancel()
