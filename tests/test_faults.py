@@ -29,8 +29,9 @@ def other_tasks() -> list[asyncio.Task[object]]:
 
 
 async def test_a_peer_that_stops_reading_cannot_grow_our_memory() -> None:
-    """With the peer not reading, sends stop at the write-buffer limit; when it goes,
-    play() returns and the checkpoint resolves CLOSED."""
+    """With the peer not reading, sends stop at the write-buffer limit and the pacer
+    goes quiet (no busy loop while paused); when the peer goes, play() returns and the
+    checkpoint resolves CLOSED."""
     sessions: list[StreamSession] = []
     outcomes: list[CheckpointOutcome] = []
     played: list[float] = []
@@ -58,6 +59,18 @@ async def test_a_peer_that_stops_reading_cannot_grow_our_memory() -> None:
         [session] = sessions
         [conn] = server._listener.connections  # type: ignore[union-attr]
         assert conn.write_paused
+        pacer = server._pacer
+        runs = 0
+        run = pacer._run
+
+        def counted() -> None:
+            nonlocal runs
+            runs += 1
+            run()
+
+        pacer._run = counted  # type: ignore[method-assign]
+        await asyncio.sleep(0.3)
+        assert runs <= 2  # it spun thousands of times before: one run per loop turn
         assert conn.transport is not None
         assert conn.transport.get_write_buffer_size() < 8 * 1024 + 2048
         assert session.stats.sent_ms < 30_000 / 3 and not played  # play() is held back

@@ -669,3 +669,13 @@ def test_agent_pieces_apart_in_time_keep_their_silence() -> None:
     agent = recorder.agent_pcm
     assert len(agent) == 2 * 8000 * 3 // 10
     assert agent[1600:3200] == bytes(1600) and agent[3200:] == b"\x00\x10" * 800
+
+
+def test_agent_pieces_overlapping_by_a_held_back_frame_join_without_loss() -> None:
+    """play() holds back a partial frame, so a piece's clock start can fall up to 20 ms
+    before the previous piece's end: the pieces are joined, not overwritten."""
+    recorder = CallRecorder(8000, 0.0)
+    a, b = b"\x00\x10" * 240, b"\x00\x20" * 240  # 30 ms each
+    recorder.add_agent(a, 8000, 1.0)
+    recorder.add_agent(b, 8000, 1.02)  # the clock said +20 ms (10 ms held back)
+    assert recorder.agent_pcm[16000:] == a + b

@@ -107,6 +107,61 @@ async def test_speaking_is_true_while_our_audio_can_still_be_heard() -> None:
     assert seen == {"before": False, "during": True, "sent": True, "after": False, "closed": False}
 
 
+async def test_a_short_play_never_overtakes_a_call_waiting_for_its_turn() -> None:
+    """While a long play holds the floor, a short play_encoded called by another task
+    waits its turn: a later short call from the first task plays after it."""
+
+    async def handler(session: StreamSession) -> None:
+        async def first() -> None:
+            await session.play_encoded(b"\x11" * 1600)  # 200 ms, over the short size
+            await session.play_encoded(b"\x33" * 160)  # called after the other's
+
+        async def second() -> None:
+            await asyncio.sleep(0.02)
+            await session.play_encoded(b"\x22" * 160)  # waits for the floor
+
+        await asyncio.gather(first(), second())
+        await session.checkpoint("done")
+        await session.stop()
+
+    pacing = Pacing(lead_ms=20, coalesce_ms=0)
+    async with serve(handler, "127.0.0.1", 0, pacing=pacing) as server:
+        peer = MediaPeer(server.url, seconds=3.0, hangup_when_done=False)
+        await peer.wait_closed()
+    heard = [peer.heard_pcm[i : i + 2] for i in range(0, len(peer.heard_pcm), 2)]
+    order = [s for i, s in enumerate(heard) if i == 0 or s != heard[i - 1]]
+    codes = {ulaw_to_pcm16(bytes([c])): c for c in (0x11, 0x22, 0x33)}
+    assert [codes[s] for s in order if s in codes] == [0x11, 0x22, 0x33]
+
+
+async def test_after_stop_the_session_answers_calmly_until_the_close() -> None:
+    """Between stop() and the close: a second stop() waits for the close, checkpoint()
+    is CLOSED, play()/clear() raise StreamClosedError (never a protocol error)."""
+    seen: dict[str, object] = {}
+
+    async def handler(session: StreamSession) -> None:
+        stopping = asyncio.create_task(session.stop())
+        await asyncio.sleep(0)
+        seen["checkpoint"] = await session.checkpoint("late")
+        for name, call in (("play", session.play(bytes(320))), ("clear", session.clear())):
+            try:
+                await call
+            except StreamClosedError:
+                seen[name] = "closed"
+        await session.stop()
+        await stopping
+        seen["closed"] = session.closed
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        await MediaPeer(server.url, seconds=3.0, hangup_when_done=False).wait_closed()
+    assert seen == {
+        "checkpoint": CheckpointOutcome.CLOSED,
+        "play": "closed",
+        "clear": "closed",
+        "closed": True,
+    }
+
+
 async def test_audio_in_chunks_yields_every_sample_a_chunk_at_a_time() -> None:
     """audio(chunk_ms=100) yields >= 100 ms per chunk (the last may be shorter), and the
     chunks joined are exactly the frames read one by one would be."""

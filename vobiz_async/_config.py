@@ -6,6 +6,7 @@ re-exported by both; applications import them from ``vobiz_async``.
 
 from __future__ import annotations
 
+import math
 import resource
 from dataclasses import dataclass, field
 
@@ -42,7 +43,8 @@ class Pacing:
     Attributes:
         lead_ms: audio kept queued at Vobiz ahead of the playout point. More absorbs
             network jitter; less makes a barge-in flush less. The first ``lead_ms`` of
-            an utterance go out at once (the head start), the rest every 20 ms.
+            an utterance go out at once (the head start), the rest as the clock
+            advances (every 20 ms, or in batches with ``coalesce_ms``).
         wait_for_cleared: after ``clear()``, hold new audio until ``clearedAudio``
             arrives (Vobiz's own sample does this: audio sent during a flush can be
             partly dropped, spec 4.4.3), with ``clear_ack_timeout`` as the fallback.
@@ -64,8 +66,13 @@ class Pacing:
     def __post_init__(self) -> None:
         for name in ("lead_ms", "coalesce_ms", "clear_ack_timeout"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ValidationError(name, f"must be a number >= 0, got {value!r}")
+            if (
+                not isinstance(value, (int, float))
+                or isinstance(value, bool)
+                or not math.isfinite(value)
+                or value < 0
+            ):
+                raise ValidationError(name, f"must be a finite number >= 0, got {value!r}")
 
 
 @dataclass(frozen=True, slots=True)

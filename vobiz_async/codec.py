@@ -397,6 +397,8 @@ class Framer:
     def push(self, data: bytes) -> list[bytes]:
         """Append ``data``; return every complete frame now available."""
         size = self.frame_bytes
+        if isinstance(data, memoryview):  # lengths in bytes, whatever the item size
+            data = data.cast("B")  # type: ignore[unreachable, unused-ignore]
         if not self._pending:  # the common case: cut ``data`` itself, no copy through
             n = len(data)
             whole = n - n % size

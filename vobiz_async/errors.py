@@ -282,7 +282,8 @@ class RequestTimeoutError(TransportError, TimeoutError):
 
 
 class InvalidResponseError(TransportError):
-    """A 2xx answer whose body cannot be used (not JSON, nested too deep, wrong shape).
+    """An answer whose body cannot be used (not JSON, nested too deep, wrong shape, an
+    undecodable encoding; a body over the limit is its subclass, whatever the status).
 
     Attributes:
         reason: ``"not-json"``, ``"too-deep"``, ``"not-an-object"``, ``"bad-shape"`` or

@@ -659,6 +659,12 @@ class StreamProtocol:
         return FRAME_MS * self._queued_audio
 
     @property
+    def held_back_bytes(self) -> int:
+        """Encoded audio ``play`` holds back for the next call (less than one frame;
+        :meth:`flush_audio` or a checkpoint sends it)."""
+        return 0 if self._framer is None else self._framer.pending
+
+    @property
     def has_queued(self) -> bool:
         """Whether any frame (audio or checkpoint) waits in the outbound queue."""
         return bool(self._queue)
@@ -787,8 +793,8 @@ class StreamProtocol:
 
         Args:
             now: the current time (seconds, the clock ``play``/``clear`` are given).
-            max_frames: hand out at most this many (a shell under backpressure asks
-                for one at a time and stops when its write buffer is full).
+            max_frames: hand out at most this many (a shell sizes its batches with it
+                and stops asking when its write buffer is full).
         """
         queue = self._queue
         if not queue or self.state is not _STREAMING:

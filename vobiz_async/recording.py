@@ -138,10 +138,14 @@ class CallRecorder:
 
         Pieces that play back to back (a TTS streamed in chunks, each a ``play()``) are
         rendered as one signal: one streaming resampler across them, and a start within
-        ``_SNAP_MS`` of the previous piece's end taken as that end, so clock rounding
-        and per-piece filter edges leave no gaps or clicks between them."""
+        ``_SNAP_MS`` after the previous piece's end, or up to one 20 ms frame before it
+        (the partial frame ``play()`` held back), taken as that end, so clock rounding,
+        held-back audio and per-piece filter edges leave no gaps, overlaps or clicks."""
         out = bytearray()
         snap = round(self.sample_rate * _SNAP_MS / 1000) * 2
+        # play() holds back a partial frame, so a piece's clock start can fall up to one
+        # frame before the previous piece's end: that is back to back too.
+        overlap = round(self.sample_rate * 20 / 1000) * 2
         resamplers: Resamplers | None = None
         run_rate = 0
         run_end = -1  # byte offset where the current run of pieces ends, -1: no run
@@ -155,7 +159,7 @@ class CallRecorder:
 
         for at, rate, pcm in self._agent:
             start = self._offset(at)
-            if run_end >= 0 and rate == run_rate and abs(start - run_end) <= snap:
+            if run_end >= 0 and rate == run_rate and -overlap <= start - run_end <= snap:
                 start = run_end
             else:
                 if resamplers is not None and run_end >= 0:

@@ -99,8 +99,10 @@ class SessionStats:
             its playout end the acknowledgement arrived.
         clear_round_trip_ms: per ``clearAudio``, the time until ``clearedAudio``
             arrived (measured on the read path, not when the application reads it).
-        paced_writes: writes the pacer made for our audio and checkpoints; frames
-            coalesced into one write (``Pacing.coalesce_ms``) count once.
+        paced_writes: writes of our audio and checkpoints (by the pacer, or at once
+            inside ``play`` when due); frames coalesced into one write
+            (``Pacing.coalesce_ms``) count once. On the framework adapters one such
+            write is handed to the framework frame by frame.
     """
 
     frames_in: int = 0
@@ -140,7 +142,11 @@ class Pacer:
         self._timer_at = float("inf")
 
     def wake(self, session: StreamSession) -> None:
-        """Schedule ``session`` for when its protocol next has frames due."""
+        """Schedule ``session`` for when its protocol next has frames due. A session
+        whose transport is paused (its write buffer is full) is not scheduled: its
+        transport's drain wakes it (:meth:`StreamSession.writable`)."""
+        if session._transport.write_paused:
+            return
         due = session._proto.next_due(self._loop.time())
         if due is None or due >= session._pacer_due:
             return
@@ -228,6 +234,8 @@ class StreamSession:
         self._dropped_frames = 0
         self._dropped_events = 0
         self._play_lock = asyncio.Lock()
+        self._turns = 0  # play/play_encoded/checkpoint calls holding or awaiting the lock
+        self._stopping = False
         self._generation = 0
         self._pacer_due = float("inf")
         self._paced_writes = 0
@@ -306,7 +314,12 @@ class StreamSession:
         if self._closed:
             return False
         proto = self._proto
-        return self._play_lock.locked() or proto.has_queued or proto.playout_end > self._loop.time()
+        return (
+            self._turns > 0
+            or proto.has_queued
+            or proto.held_back_bytes > 0
+            or proto.playout_end > self._loop.time()
+        )
 
     @property
     def stats(self) -> SessionStats:
@@ -549,7 +562,7 @@ class StreamSession:
         for index, item in enumerate(self._queue):
             if type(item) is AudioReceived:
                 del self._queue[index]
-                self._queued_audio_ms -= item.duration_ms
+                self._queued_audio_ms -= len(item.pcm) * 500 / item.sample_rate
                 self._dropped_frames += 1
                 if self._on_dropped_frame is not None:
                     self._on_dropped_frame()
@@ -654,27 +667,38 @@ class StreamSession:
             )
         parts: list[bytes] = []
         have = 0.0
-        while True:
-            item = self._take()
-            if item is None:
-                if self._closed:
-                    if parts:
-                        yield b"".join(parts)
-                    return
-                self._wake_ms = chunk_ms - have
-                self._waiter = self._loop.create_future()
-                try:
-                    await self._waiter
-                finally:
-                    self._waiter = None
-                    self._wake_ms = 0.0
-                continue
-            if type(item) is AudioReceived and item.track == track:
-                parts.append(item.pcm)
-                have += len(item.pcm) * 500 / item.sample_rate
-                if have >= chunk_ms:
-                    chunk, parts, have = b"".join(parts), [], 0.0
-                    yield chunk
+        rate = 0
+        try:
+            while True:
+                item = self._take()
+                if item is None:
+                    if self._closed:
+                        if parts:
+                            chunk, parts = b"".join(parts), []
+                            yield chunk
+                        return
+                    self._wake_ms = chunk_ms - have
+                    self._waiter = self._loop.create_future()
+                    try:
+                        await self._waiter
+                    finally:
+                        self._waiter = None
+                        self._wake_ms = 0.0
+                    continue
+                if type(item) is AudioReceived and item.track == track:
+                    parts.append(item.pcm)
+                    rate = item.sample_rate
+                    have += len(item.pcm) * 500 / rate
+                    if have >= chunk_ms:
+                        chunk, parts, have = b"".join(parts), [], 0.0
+                        yield chunk
+        finally:
+            if parts and not self._released:
+                # Taken from the queue, never handed over (the reader was cancelled or
+                # closed mid-chunk): back to the front, for the next reader.
+                pcm = b"".join(parts)
+                self._queue.appendleft(AudioReceived(pcm, rate, track))
+                self._queued_audio_ms += len(pcm) * 500 / rate
 
     async def wait_closed(self) -> None:
         """Wait until the stream has ended."""
@@ -682,8 +706,20 @@ class StreamSession:
 
     # -------------------------------------------------------------------- outbound
     def _check_open(self) -> None:
-        if self._closed:
+        if self._closed or self._stopping:
             raise StreamClosedError(f"stream {self.stream_id} is closed")
+
+    @contextlib.asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        """Hold the floor for one play/checkpoint, in call order (the play lock). Counted
+        while waiting too, so a short ``play_encoded`` never slips in ahead of a call
+        already waiting for its turn."""
+        self._turns += 1
+        try:
+            async with self._play_lock:
+                yield
+        finally:
+            self._turns -= 1
 
     async def _await_clear_gate(self) -> None:
         gate = self._clear_gate
@@ -745,13 +781,14 @@ class StreamSession:
             the stream cut it short).
 
         Raises:
-            StreamClosedError: the stream had already ended when ``play`` was called.
+            StreamClosedError: the stream had already ended (or :meth:`stop` was
+                called) when ``play`` was called.
         """
         self._check_open()
-        async with self._play_lock:
+        async with self._turn():
             if self._clear_gate is not None:
                 await self._await_clear_gate()
-            if self._closed:
+            if self._closed or self._stopping:
                 return 0.0
             rate = sample_rate or self.outbound_format.sample_rate
             self._record_agent(pcm, rate)
@@ -779,7 +816,7 @@ class StreamSession:
             self._clear_gate is None
             and self.trace is None
             and self.recorder is None
-            and not self._play_lock.locked()
+            and self._turns == 0
             and len(payload) <= self._short_play_bytes
         ):
             # The echo/short-reply path: nothing else is playing and nothing gates us,
@@ -792,13 +829,13 @@ class StreamSession:
             self._utterance_cleared = False
             self._pump(self._loop.time())
             if proto.has_queued:
-                async with self._play_lock:
+                async with self._turn():
                     await self._until_sent(generation)
             return playout.sent_ms - before
-        async with self._play_lock:
+        async with self._turn():
             if self._clear_gate is not None:
                 await self._await_clear_gate()
-            if self._closed:
+            if self._closed or self._stopping:
                 return 0.0
             loop = self._loop
             fmt = self.outbound_format
@@ -859,8 +896,8 @@ class StreamSession:
         return outcome
 
     async def _checkpoint(self, name: str, timeout: float | None) -> CheckpointOutcome:
-        async with self._play_lock:
-            if self._closed:
+        async with self._turn():
+            if self._closed or self._stopping:
                 return CheckpointOutcome.CLOSED
             if self._utterance_cleared:
                 self._utterance_cleared = False
@@ -897,6 +934,9 @@ class StreamSession:
 
         Returns:
             What was interrupted (see :class:`~vobiz_async.protocol.ClearSummary`).
+
+        Raises:
+            StreamClosedError: the stream had ended, or :meth:`stop` was called.
         """
         self._check_open()
         self._generation += 1
@@ -926,6 +966,10 @@ class StreamSession:
         with 1000 (the platform then runs the next cXML/TwiML verb, compat spec 4.7)."""
         if self._closed:
             return
+        if self._stopping:  # a second stop(): the first one's frame is out already
+            await self.wait_closed()
+            return
+        self._stopping = True
         self._generation += 1
         if self.trace is not None:
             self.trace.stop(now=self._loop.time(), by="us")

@@ -684,8 +684,9 @@ class SessionOutputTransport(BaseOutputTransport):
         """Play one chunk through the session; returns once it is on the wire.
 
         ``StreamSession.play`` returns when its audio has been handed to the wire, and
-        the server's pacer hands it out in real time, at most ``Pacing.lead_ms`` ahead
-        of the caller's ear. So this call is pipecat's clock: its bot-speaking events
+        the server's pacer hands it out in real time, at most ``Pacing.lead_ms`` (plus
+        ``coalesce_ms``) ahead of the caller's ear. So this call is pipecat's clock: its
+        bot-speaking events
         follow what the caller hears (within the lead), and a clear stops the chunk
         being written.
 
