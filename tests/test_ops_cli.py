@@ -153,6 +153,7 @@ async def test_loop_flag_picks_the_event_loop_and_echo_calls_work(loop: str, wor
     stderr = (await proc.stderr.read()).decode()
     assert stderr.count("event loop") == workers, stderr
     assert stderr.count(f"on the {loop} event loop") == workers, stderr
+    assert stderr.count("startup objects frozen out of the GC") == workers, stderr
     assert report.close_code == 1000 and report.play_frames >= 10
     assert proc.returncode == 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -183,9 +184,10 @@ async def _serve(args: argparse.Namespace) -> None:
         sys.stdout.write(f"listening on {server.url}\n")
         sys.stdout.flush()
         log.info(
-            "serving %s on the %s event loop",
+            "serving %s on the %s event loop; %d startup objects frozen out of the GC",
             server.url,
             loop_name(asyncio.get_running_loop()),
+            _freeze_startup_objects(),
         )
         await _wait_for_signal()
         await server.close(grace=args.grace)
@@ -355,6 +357,17 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     srv.set_defaults(handler=_serve)
 
 
+def _freeze_startup_objects() -> int:
+    """Move everything alive after start-up (imported modules, the server) out of the
+    cyclic GC's reach (``gc.freeze()``), so a full collection scans only what calls
+    create. On a busy server a full collection otherwise paused the loop for 14-40 ms
+    every few seconds (4-5 ms after; echo round-trip p99 at 250 calls 56 -> 11 ms, see
+    the README's Performance section). Returns how many objects were frozen."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -386,6 +399,7 @@ async def _app(args: argparse.Namespace) -> None:
         host = f"[{args.host}]" if ":" in args.host else args.host
         sys.stdout.write(f"listening on http://{host}:{port}\n")
         sys.stdout.flush()
+        _freeze_startup_objects()
         await _wait_for_signal()
     finally:
         await runner.cleanup()
