@@ -7,7 +7,10 @@ frames at real time on every connection. Once a second per call a frame carries 
 fresh timestamp and a unique payload marker: the server records frame-sent to
 handler-receipt latency, and in echo mode the generator times the round trip. The same
 generator drives a bare ``websockets`` echo server (no library around it) for the
-ratio. Prints a table and writes JSON; asserts nothing. Only 127.0.0.1 is used.
+ratio, and a floor: a bare ``asyncio.Protocol`` that unmasks each frame and writes it
+back (no JSON, no WebSocket library, no task per call), the event loop and the socket
+syscalls alone. ``--servers`` picks among them. Prints a table and writes JSON;
+asserts nothing. Only 127.0.0.1 is used.
 """
 
 from __future__ import annotations
@@ -31,6 +34,11 @@ from websockets.frames import Frame, Opcode
 SID = "4f23e5e8-6fdb-45ad-bfaf-b694111cf476"
 GC_FREEZE = True  # both servers gc.freeze() once started (--no-gc-freeze: not)
 PHASES = 10
+SERVERS = {  # --mode: the name in the tables
+    "lib": "vobiz_async",
+    "bare": "bare websockets",
+    "floor": "floor (asyncio.Protocol)",
+}
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -96,6 +104,8 @@ async def _server_main(mode: str, echo: bool, gc_freeze: bool) -> None:
         )
         await server.start()
         port = server.port
+    elif mode == "floor":
+        port = await _floor_server(counts, latencies, echo)
     else:
         from websockets.asyncio.server import ServerConnection
         from websockets.asyncio.server import serve as ws_serve
@@ -144,6 +154,76 @@ async def _server_main(mode: str, echo: bool, gc_freeze: bool) -> None:
                 flush=True,
             )
             return
+
+
+async def _floor_server(counts: dict[str, int], latencies: list[float], echo: bool) -> int:
+    """The floor: a bare ``asyncio.Protocol`` that answers the upgrade, unmasks each
+    whole frame and writes it back unmasked (one write per frame), with no JSON, no
+    WebSocket library and no task per call. What it costs per frame is the event
+    loop and the socket syscalls alone: no media server on this loop can go below it."""
+    import hashlib
+
+    from websockets.speedups import apply_mask  # type: ignore[import-not-found,unused-ignore]
+
+    from vobiz_async._wsframes import text_frame
+
+    guid = b"258EAFA5-E914-47DA-95CA-C5AB0DC11B85"
+
+    class Floor(asyncio.Protocol):
+        def __init__(self) -> None:
+            self.buffer = b""
+            self.upgraded = False
+            self.transport: asyncio.Transport | None = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = cast(asyncio.Transport, transport)
+
+        def data_received(self, data: bytes) -> None:
+            buffer = self.buffer + data if self.buffer else data
+            transport = self.transport
+            assert transport is not None
+            if not self.upgraded:
+                request, sep, buffer = buffer.partition(b"\r\n\r\n")
+                if not sep:
+                    self.buffer = request
+                    return
+                key = next(
+                    line.split(b":", 1)[1].strip()
+                    for line in request.split(b"\r\n")
+                    if line.lower().startswith(b"sec-websocket-key:")
+                )
+                accept = base64.b64encode(hashlib.sha1(key + guid).digest())
+                transport.write(
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                    b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+                )
+                self.upgraded = True
+                counts["sessions"] += 1
+            pos = 0
+            size = len(buffer)
+            while size - pos >= 6:  # masked frames under 64 KiB: all the generator sends
+                length = buffer[pos + 1] & 0x7F
+                head = pos + 2
+                if length == 126:
+                    length = int.from_bytes(buffer[head : head + 2], "big")
+                    head += 2
+                end = head + 4 + length
+                if end > size:
+                    break
+                payload: bytes = apply_mask(buffer[head + 4 : end], buffer[head : head + 4])
+                if b'"media"' in payload:
+                    counts["frames"] += 1
+                    if b'"timestamp":"0"' not in payload:
+                        stamp = int(json.loads(payload)["media"]["timestamp"])
+                        latencies.append(time.time() * 1000 - stamp)
+                    if echo:
+                        transport.write(text_frame(payload))
+                pos = end
+            self.buffer = buffer[pos:]
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Floor, "127.0.0.1", 0)
+    return cast(int, server.sockets[0].getsockname()[1])
 
 
 # --------------------------------------------------------------------------- load side
@@ -333,7 +413,7 @@ async def scenario(
     latencies = report["latencies"]
     frames = report["frames"]
     return {
-        "server": "vobiz_async" if mode == "lib" else "bare websockets",
+        "server": SERVERS[mode],
         "loop": "uvloop" if use_uvloop else "asyncio",
         "scenario": f"{'echo' if echo else 'receive'} x{calls}",
         "calls": calls,
@@ -412,7 +492,7 @@ def capacity(
         dict(tried[good])
         if good
         else {
-            "server": "vobiz_async" if mode == "lib" else "bare websockets",
+            "server": SERVERS[mode],
             "loop": "uvloop" if use_uvloop else "asyncio",
         }
     )
@@ -424,7 +504,7 @@ def capacity(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--role", default="bench", choices=["bench", "server"])
-    parser.add_argument("--mode", default="lib", choices=["lib", "bare"])
+    parser.add_argument("--mode", default="lib", choices=list(SERVERS))
     parser.add_argument("--echo", action="store_true")
     parser.add_argument("--uvloop", action="store_true", help="(server role) run on uvloop")
     parser.add_argument(
@@ -432,6 +512,13 @@ def main() -> None:
         default=None,
         help="comma-separated event loops to measure: asyncio,uvloop "
         "(default: both when uvloop is installed)",
+    )
+    parser.add_argument(
+        "--servers",
+        default=",".join(SERVERS),
+        help="comma-separated servers to measure: lib (vobiz_async), bare (a bare "
+        "websockets loop, the ratio's base), floor (a bare asyncio.Protocol echo: the "
+        "loop and the syscalls alone); default all",
     )
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--echo-calls", type=int, default=500)
@@ -464,6 +551,12 @@ def main() -> None:
         return
     global GC_FREEZE
     GC_FREEZE = not args.no_gc_freeze
+    modes = [mode.strip() for mode in args.servers.split(",") if mode.strip()]
+    unknown = sorted(set(modes) - set(SERVERS))
+    if unknown:
+        parser.error(f"--servers: unknown {', '.join(unknown)} (choose from {', '.join(SERVERS)})")
+    if "bare" not in modes:
+        modes.append("bare")  # the ratios' base
     if args.loops is None:
         try:
             import uvloop  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
@@ -485,7 +578,7 @@ def main() -> None:
     rows = []
     for loop in loops:
         uv = loop == "uvloop"
-        for mode in ("lib", "bare"):
+        for mode in modes:
             for echo, calls in ((False, args.calls), (True, args.echo_calls)):
                 if calls <= 0:
                     continue
@@ -529,7 +622,7 @@ def main() -> None:
     capacity_rows: list[dict[str, Any]] = []
     if args.capacity:
         for loop in loops:
-            for mode in ("lib", "bare"):
+            for mode in modes:
                 capacity_rows.append(
                     capacity(
                         mode,
