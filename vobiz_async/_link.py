@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _logcontext
 from ._timers import KeyedTimers
-from .events import MalformedFrame, StreamStarted
+from .events import AudioReceived, MalformedFrame, StreamStarted
 from .protocol import StreamProtocol
 from .session import StreamSession, Transport
 
@@ -140,13 +140,21 @@ class StreamLink:
             self._timers.later("idle", self.limits.idle_timeout, self._idle_check)
 
     # ---------------------------------------------------------------- messages in
-    def text_received(self, data: bytes | str) -> None:
-        """One text message (UTF-8 bytes, or ``str`` from a framework)."""
-        self._last_frame = now = self.loop.time()  # media activity: data, not pings
+    def text_received(self, data: bytes | str, now: float | None = None) -> None:
+        """One text message (UTF-8 bytes, or ``str`` from a framework); ``now``: the
+        loop's time if the caller just read it."""
+        if now is None:
+            now = self.loop.time()
+        self._last_frame = now  # media activity: data, not pings
         if isinstance(data, str):
-            self._dispatch(self.proto.receive(data, now=now), len(data))
+            events = self.proto.receive(data, now=now)
         else:
-            self._dispatch(self.proto.receive_text(data, now=now), len(data))
+            events = self.proto.receive_text(data, now=now)
+        session = self.session
+        if session is not None and len(events) == 1 and type(events[0]) is AudioReceived:
+            session.events_received(events, len(data))  # the media frame: nothing to vet
+            return
+        self._dispatch(events, len(data))
 
     def binary_received(self, data: bytes) -> None:
         """One binary message: counted as malformed (providers send text only)."""

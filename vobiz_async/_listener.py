@@ -251,14 +251,14 @@ class _Connection(asyncio.Protocol):
         self._timers.later("handshake", self.limits.handshake_timeout, self._handshake_deadline)
 
     def data_received(self, data: bytes) -> None:
-        self._last_rx = self.loop.time()
+        self._last_rx = now = self.loop.time()
         if self.ws.state is WsState.OPEN:
             link = self.link
             protocol_output = False  # whether websockets' protocol may have bytes to send
             for piece, payload in self.splitter.feed(data):
                 if piece is Piece.TEXT:
                     if link is not None:
-                        link.text_received(payload)
+                        link.text_received(payload, now)
                     if self.ws.state is WsState.OPEN:
                         continue
                     protocol_output = True  # the link closed the connection

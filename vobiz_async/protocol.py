@@ -736,6 +736,19 @@ class StreamProtocol:
             LocalProtocolError: not streaming.
             CodecError: an odd byte count for L16.
         """
+        framer = self._framer
+        if (
+            framer is not None
+            and self.state is _STREAMING
+            and len(payload) == framer.frame_bytes
+            and not framer.pending
+        ):
+            # Fast path (an echo, a TTS's 20 ms chunks): exactly one frame and nothing
+            # held back goes straight to the queue, as _enqueue would write it.
+            text = binascii.b2a_base64(payload, newline=False).decode("ascii")
+            self._queue.append(f"{self._play_prefix}{text}{self._play_suffix}")
+            self._queued_audio += 1
+            return 1
         self._require_streaming()
         fmt, framer = self._outbound()
         if fmt.encoding is not _MULAW and len(payload) & 1:  # L16

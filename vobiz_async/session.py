@@ -621,8 +621,14 @@ class StreamSession:
     async def __anext__(self) -> InboundEvent:
         """``async for event in session``: one coroutine per event, ends at close."""
         while True:
-            event = self._take()
-            if event is not None:
+            queue = self._queue
+            if queue:  # _take() inlined: this runs twice per frame
+                event = queue.popleft()
+                if type(event) is AudioReceived:
+                    self._queued_audio_ms -= len(event.pcm) * 500 / event.sample_rate
+                else:
+                    self._queued_other -= 1
+                    self._queued_other_bytes -= self._other_sizes.popleft()
                 return event
             if self._closed:
                 raise StopAsyncIteration
@@ -825,9 +831,10 @@ class StreamSession:
             playout = proto.playout
             before = playout.sent_ms
             generation = self._generation
-            proto.play_encoded(payload, now=self._loop.time())
+            now = self._loop.time()
+            proto.play_encoded(payload, now=now)
             self._utterance_cleared = False
-            self._pump(self._loop.time())
+            self._pump(now)
             if proto.has_queued:
                 async with self._turn():
                     await self._until_sent(generation)
