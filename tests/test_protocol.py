@@ -145,6 +145,35 @@ def test_media_mulaw_decodes_to_pcm() -> None:
     assert proto.stats.media_in == 1 and proto.stats.audio_ms_in == pytest.approx(16.0)
 
 
+def test_mulaw_audio_is_decoded_on_first_read_and_behaves_like_eager() -> None:
+    """mu-law is decoded when ``pcm`` is first read (an echo never pays for it); the
+    event then equals, prints and matches like one built with its PCM."""
+    proto = started()
+    codes = bytes(range(256))[:160]
+    [event] = proto.receive(media_frame(codes))
+    assert isinstance(event, AudioReceived)
+    assert event._pcm is None and event.payload == codes  # nothing decoded yet
+    assert event.duration_ms == 20.0  # known from the payload alone
+    eager = AudioReceived(
+        ulaw_to_pcm16(codes),
+        8000,
+        event.track,
+        event.sequence_number,
+        event.chunk,
+        event.timestamp,
+        event.stream_id,
+        codes,
+    )
+    assert event == eager and repr(event) == repr(eager)
+    assert event.pcm is event.pcm == ulaw_to_pcm16(codes)  # decoded once, kept
+    assert eager.duration_ms == 20.0 and event != AudioReceived(b"", 8000)
+    match event:
+        case AudioReceived(pcm, 8000, "inbound"):
+            assert pcm == eager.pcm
+        case _:
+            pytest.fail("AudioReceived does not match positionally")
+
+
 def test_flat_media_per_frame_format_overrides_start() -> None:
     """The oldest media shape repeats its format per frame; that format wins."""
     proto = started("audio/x-mulaw", 8000)

@@ -113,15 +113,17 @@ class StreamStarted:
     provider: str = "vobiz"
 
 
-@dataclass(slots=True)
 class AudioReceived:
     """One ``media`` frame, decoded to 16-bit little-endian PCM (spec 4.3.3).
 
-    Treat it as read-only. It is not a frozen dataclass only because it is built 50
-    times a second per call and a frozen ``__init__`` costs three times as much.
+    Treat it as read-only. It is a plain slotted class (not a dataclass) because it is
+    built 50 times a second per call: mu-law audio is decoded to :attr:`pcm` the first
+    time ``pcm`` is read, so an application that passes the audio on as it came (an
+    echo, a speech-to-text service that takes mu-law) never pays for the decode.
 
     Attributes:
-        pcm: the audio as PCM16 LE mono.
+        pcm: the audio as PCM16 LE mono (give None with mu-law ``payload`` to have it
+            decoded on first read).
         sample_rate: the PCM's rate.
         track: ``inbound`` (the caller) or ``outbound`` (what Vobiz plays to them).
         sequence_number, chunk: counters from the frame, when present.
@@ -129,22 +131,86 @@ class AudioReceived:
         stream_id: from the frame, when present.
         payload: the audio exactly as it came on the wire (mu-law or L16 bytes), for
             passing it on without re-encoding (see ``StreamSession.play_encoded``).
+        duration_ms: the audio's length in milliseconds.
     """
 
-    pcm: bytes
-    sample_rate: int
-    track: str = "inbound"
-    sequence_number: int | None = None
-    chunk: int | None = None
-    timestamp: int | None = None
-    stream_id: str | None = None
-    payload: bytes = b""
+    __slots__ = (
+        "_pcm",
+        "chunk",
+        "duration_ms",
+        "payload",
+        "sample_rate",
+        "sequence_number",
+        "stream_id",
+        "timestamp",
+        "track",
+    )
+    __match_args__ = (
+        "pcm",
+        "sample_rate",
+        "track",
+        "sequence_number",
+        "chunk",
+        "timestamp",
+        "stream_id",
+        "payload",
+    )
+
+    def __init__(
+        self,
+        pcm: bytes | None,
+        sample_rate: int,
+        track: str = "inbound",
+        sequence_number: int | None = None,
+        chunk: int | None = None,
+        timestamp: int | None = None,
+        stream_id: str | None = None,
+        payload: bytes = b"",
+    ) -> None:
+        self._pcm = pcm
+        self.sample_rate = sample_rate
+        self.track = track
+        self.sequence_number = sequence_number
+        self.chunk = chunk
+        self.timestamp = timestamp
+        self.stream_id = stream_id
+        self.payload = payload
+        # PCM16 is two bytes a sample; mu-law one.
+        self.duration_ms: float = (
+            len(pcm) * 500 / sample_rate if pcm is not None else len(payload) * 1000 / sample_rate
+        )
 
     @property
-    def duration_ms(self) -> float:
-        """Length of this frame's audio in milliseconds (the session's queue accounting
-        computes the same expression inline on its hot path)."""
-        return len(self.pcm) * 500 / self.sample_rate
+    def pcm(self) -> bytes:
+        """The audio as PCM16 LE mono (mu-law is decoded on the first read)."""
+        pcm = self._pcm
+        if pcm is None:
+            self._pcm = pcm = ulaw_to_pcm16(self.payload)
+        return pcm
+
+    def _fields(self) -> tuple[object, ...]:
+        return (
+            self.pcm,
+            self.sample_rate,
+            self.track,
+            self.sequence_number,
+            self.chunk,
+            self.timestamp,
+            self.stream_id,
+            self.payload,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not AudioReceived:
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it was
+
+    def __repr__(self) -> str:
+        pairs = zip(self.__match_args__, self._fields(), strict=True)
+        inner = ", ".join(f"{name}={value!r}" for name, value in pairs)
+        return f"AudioReceived({inner})"
 
 
 @dataclass(frozen=True, slots=True)

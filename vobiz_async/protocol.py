@@ -542,8 +542,9 @@ class StreamProtocol:
             except CodecError as exc:
                 return [self._malformed("bad-field", frame, str(exc))]
         detected: ByteOrderDetected | None = None
+        pcm: bytes | None
         if fmt.encoding is _MULAW:
-            pcm = ulaw_to_pcm16(raw)
+            pcm = None  # decoded when the application first reads event.pcm
         else:
             if len(raw) & 1:
                 return [self._malformed("odd-length", frame, f"{len(raw)} bytes of L16")]
@@ -552,14 +553,10 @@ class StreamProtocol:
                 detected = self._detect_order(raw, fmt)
                 order = self._in_order
             pcm = raw if order != "big" else swap_bytes16(raw)
-        stats = self.stats
-        stats.media_in += 1
-        rate = fmt.sample_rate
-        stats.audio_ms_in += len(pcm) * 500 / rate
         timestamp = body.timestamp
         audio = AudioReceived(
             pcm,
-            rate,
+            fmt.sample_rate,
             body.track,
             media.sequenceNumber,
             body.chunk,
@@ -567,6 +564,9 @@ class StreamProtocol:
             media.streamId,
             raw,
         )
+        stats = self.stats
+        stats.media_in += 1
+        stats.audio_ms_in += audio.duration_ms
         return [audio] if detected is None else [detected, audio]
 
     def _detect_order(self, raw: bytes, fmt: AudioFormat) -> ByteOrderDetected | None:

@@ -538,7 +538,7 @@ class StreamSession:
             if self.recorder is not None and event.track == "inbound":
                 self.recorder.add_caller(event.pcm, event.sample_rate)
             queue.append(event)
-            self._queued_audio_ms += len(event.pcm) * 500 / event.sample_rate
+            self._queued_audio_ms += event.duration_ms
             limit = self._limits.inbound_queue_ms
             while self._queued_audio_ms > limit:
                 self._drop_oldest_audio()
@@ -562,7 +562,7 @@ class StreamSession:
         for index, item in enumerate(self._queue):
             if type(item) is AudioReceived:
                 del self._queue[index]
-                self._queued_audio_ms -= len(item.pcm) * 500 / item.sample_rate
+                self._queued_audio_ms -= item.duration_ms
                 self._dropped_frames += 1
                 if self._on_dropped_frame is not None:
                     self._on_dropped_frame()
@@ -589,7 +589,7 @@ class StreamSession:
             return None
         event = queue.popleft()
         if type(event) is AudioReceived:
-            self._queued_audio_ms -= len(event.pcm) * 500 / event.sample_rate
+            self._queued_audio_ms -= event.duration_ms
         else:
             self._queued_other -= 1
             self._queued_other_bytes -= self._other_sizes.popleft()
@@ -625,7 +625,7 @@ class StreamSession:
             if queue:  # _take() inlined: this runs twice per frame
                 event = queue.popleft()
                 if type(event) is AudioReceived:
-                    self._queued_audio_ms -= len(event.pcm) * 500 / event.sample_rate
+                    self._queued_audio_ms -= event.duration_ms
                 else:
                     self._queued_other -= 1
                     self._queued_other_bytes -= self._other_sizes.popleft()
