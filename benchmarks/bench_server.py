@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import dataclasses
 import functools
 import gc
 import json
@@ -79,6 +80,7 @@ def run_server(
 async def _server_main(mode: str, echo: bool, gc_freeze: bool) -> None:
     latencies: list[float] = []
     counts = {"frames": 0, "sessions": 0}
+    server_stats: Any = None  # the library's ServerStats (lib mode)
     loop = asyncio.get_running_loop()
 
     if mode == "lib":
@@ -99,11 +101,15 @@ async def _server_main(mode: str, echo: bool, gc_freeze: bool) -> None:
             handler,
             "127.0.0.1",
             0,
-            limits=Limits(max_sessions=10_000, idle_timeout=None),
+            # The generator opens all its calls back to back, a burst no provider sends:
+            # let every one of them wait for its upgrade (the default 64 pending would
+            # evict the oldest, which a capacity probe then counts as dropped calls).
+            limits=Limits(max_sessions=10_000, max_pending_handshakes=4096, idle_timeout=None),
             allow_from=["127.0.0.1/32"],
         )
         await server.start()
         port = server.port
+        server_stats = server.stats
     elif mode == "floor":
         port = await _floor_server(counts, latencies, echo)
     else:
@@ -149,6 +155,15 @@ async def _server_main(mode: str, echo: bool, gc_freeze: bool) -> None:
                         "frames_total": counts["frames"],
                         "sessions": counts["sessions"],
                         "latencies": latencies,
+                        # what the library refused or shed, by counter (none expected)
+                        "refused": {
+                            name: value
+                            for name, value in dataclasses.asdict(server_stats).items()
+                            if value
+                            and name not in ("connections", "active_connections", "sessions")
+                        }
+                        if server_stats is not None
+                        else {},
                     }
                 ),
                 flush=True,
@@ -402,10 +417,12 @@ async def scenario(
         await gen.run(seconds)
         sent = gen.sent - sent_before
         await asyncio.sleep(0.5)  # let the last frames land
+        # Connections the server closed during the run, counted before it is told to
+        # report: it exits right after, and those closes must not count as dropped.
+        calls_dropped = gen.lost
         proc.stdin.write(b"report\n")
         await proc.stdin.drain()
         report = json.loads(await proc.stdout.readline())
-        calls_dropped = gen.lost  # connections the server closed before the end
         gen.close()
     finally:
         proc.stdin.close()
@@ -419,6 +436,7 @@ async def scenario(
         "calls": calls,
         "seconds": seconds,
         "calls_dropped": calls_dropped,
+        "server_refused": report["refused"],
         "frames_sent": sent,
         "frames_received": frames,
         # Loss compares totals since connect (the measured window's edges race the
@@ -466,7 +484,9 @@ def capacity(
             print(
                 f"  capacity {row['server']} ({row['loop']}): {calls} calls -> p99 "
                 f"{'-' if p99 is None else f'{p99:.1f}'} ms, lost {row['frames_lost']}, "
-                f"dropped {row['calls_dropped']}: {verdict} (run {attempt})",
+                f"dropped {row['calls_dropped']}"
+                + (f" (server: {row['server_refused']})" if row["server_refused"] else "")
+                + f": {verdict} (run {attempt})",
                 flush=True,
             )
             if verdict == "ok":
