@@ -17,13 +17,14 @@ import json
 import math
 import struct
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 from _common import calibration_ns, median_ns, print_table, write_json
 
 from vobiz_async._wire import VOBIZ
 from vobiz_async._wire import vobiz as wire_module
 from vobiz_async.codec import AudioEncoding, AudioFormat, pcm16_to_ulaw
+from vobiz_async.events import AudioReceived
 from vobiz_async.protocol import StreamProtocol
 
 REFERENCE_CALIBRATION_NS = 1900.0
@@ -81,7 +82,7 @@ def stdlib_json() -> Iterator[None]:
 
 
 def inbound_case(
-    encoding: str, rate: int, *, stdlib: bool = False
+    encoding: str, rate: int, *, stdlib: bool = False, decode: bool = True
 ) -> tuple[Callable[[], object], str]:
     proto = StreamProtocol(provider="vobiz")
     if stdlib:  # no one-pass typed decoder: every frame takes the generic parser
@@ -89,7 +90,15 @@ def inbound_case(
     proto.receive(start(encoding, rate))
     audio = pcm(rate)
     frame = media(pcm16_to_ulaw(audio) if encoding == "audio/x-mulaw" else audio)
-    return (lambda: proto.receive(frame)), frame
+    if not decode:
+        return (lambda: proto.receive(frame)), frame
+
+    def parse_and_decode() -> bytes:
+        # AudioReceived decodes mu-law on the first read of .pcm: read it, so the
+        # figure is parse + decode, as the peers' figures are.
+        return cast(AudioReceived, proto.receive(frame)[0]).pcm
+
+    return parse_and_decode, frame
 
 
 def outbound_case(fmt: AudioFormat) -> Callable[[], object]:
@@ -188,6 +197,15 @@ def main() -> None:
                     "us": median_ns(slow, number=20000) / 1000,
                 }
             )
+    parse_only, _ = inbound_case("audio/x-mulaw", 8000, decode=False)
+    rows.append(
+        {
+            "case": "in mu-law 8k, pcm not read (an echo)",
+            "parser": "msgspec fast path",
+            "target_us": None,
+            "us": median_ns(parse_only, number=20000) / 1000,
+        }
+    )
     for label, fmt, target in [
         ("out mu-law 8k", AudioFormat(AudioEncoding.MULAW, 8000), 3.5),
         ("out L16 16k", AudioFormat(AudioEncoding.L16, 16000), None),
