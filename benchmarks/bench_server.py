@@ -160,7 +160,8 @@ async def _server_main(mode: str, echo: bool, gc_freeze: bool) -> None:
                             name: value
                             for name, value in dataclasses.asdict(server_stats).items()
                             if value
-                            and name not in ("connections", "active_connections", "sessions")
+                            and name
+                            not in ("connections", "active_connections", "sessions", "probes")
                         }
                         if server_stats is not None
                         else {},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import base64
 import json
 import math
@@ -510,6 +511,23 @@ def test_outbound_golden_frames_round_trip_byte_for_byte(
     vobiz = PeerProtocol()
     assert vobiz.receive(text) == [command]
     assert command.to_json() == text
+
+
+def test_play_encoded_counts_bytes_of_a_wide_memoryview_on_every_call() -> None:
+    """A memoryview of 16-bit samples is framed by its bytes on the first call and on
+    later ones alike (the one-frame fast path only takes ``bytes``)."""
+    samples = array.array("h", range(320))  # 640 bytes: two 20 ms L16 8 kHz frames
+    fresh = started("audio/x-l16", 8000)
+    warm = started("audio/x-l16", 8000)
+    warm.play_encoded(bytes(320))  # the framer exists from here on
+    warm.frames_due(1e9)
+    results = []
+    for proto in (fresh, warm):
+        view = memoryview(samples)  # typed bytes, but any buffer is framed by its bytes
+        assert proto.play_encoded(view) == 2  # type: ignore[arg-type]
+        frames = [json.loads(f) for f in proto.frames_due(2e9)]
+        results.append([base64.b64decode(f["media"]["payload"]) for f in frames])
+    assert results[0] == results[1] and [len(p) for p in results[0]] == [320, 320]
 
 
 def test_protocol_play_frames_equal_play_audio_serialisation() -> None:

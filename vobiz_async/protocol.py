@@ -740,6 +740,7 @@ class StreamProtocol:
         if (
             framer is not None
             and self.state is _STREAMING
+            and type(payload) is bytes  # len() counts bytes (not a wide memoryview's items)
             and len(payload) == framer.frame_bytes
             and not framer.pending
         ):
