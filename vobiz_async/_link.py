@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _logcontext
 from ._timers import KeyedTimers
-from .events import AudioReceived, MalformedFrame, StreamStarted
+from .events import MalformedFrame, StreamStarted
 from .protocol import StreamProtocol
 from .session import StreamSession, Transport
 
@@ -147,14 +147,9 @@ class StreamLink:
             now = self.loop.time()
         self._last_frame = now  # media activity: data, not pings
         if isinstance(data, str):
-            events = self.proto.receive(data, now=now)
+            self._dispatch(self.proto.receive(data, now=now), len(data))
         else:
-            events = self.proto.receive_text(data, now=now)
-        session = self.session
-        if session is not None and len(events) == 1 and type(events[0]) is AudioReceived:
-            session.events_received(events, len(data))  # the media frame: nothing to vet
-            return
-        self._dispatch(events, len(data))
+            self._dispatch(self.proto.receive_text(data, now=now), len(data))
 
     def binary_received(self, data: bytes) -> None:
         """One binary message: counted as malformed (providers send text only)."""

@@ -698,21 +698,14 @@ class StreamProtocol:
         framer = self._framer
         if framer is not None and self.state is _STREAMING:
             # Fast path, the common case: PCM at the outbound rate needs no resampler
-            # (this is _encode inlined), and exactly one frame with no partial frame held
-            # back goes straight to the queue (as _enqueue would write it) without the
-            # Framer's copy. The frames queued are the same as on the general path.
+            # (this is _encode inlined); the encoded audio is then what play_encoded
+            # takes, whose own fast path queues exactly one frame without the Framer's
+            # copy. The frames queued are the same as on the general path.
             fmt = self.outbound_format or self.inbound_format or _DEFAULT_FORMAT
             if (sample_rate is None or sample_rate == fmt.sample_rate) and not len(pcm) & 1:
                 if fmt.encoding is _MULAW:
-                    encoded = pcm16_to_ulaw(pcm)
-                else:
-                    encoded = pcm16_to_l16(pcm, self._out_order)
-                if len(encoded) != framer.frame_bytes or framer.pending:
-                    return self._enqueue(framer.push(encoded))
-                text = binascii.b2a_base64(encoded, newline=False).decode("ascii")
-                self._queue.append(f"{self._play_prefix}{text}{self._play_suffix}")
-                self._queued_audio += 1
-                return 1
+                    return self.play_encoded(pcm16_to_ulaw(pcm), now=now)
+                return self.play_encoded(pcm16_to_l16(pcm, self._out_order), now=now)
         self._require_streaming()
         fmt, framer = self._outbound()
         rate = fmt.sample_rate if sample_rate is None else sample_rate

@@ -621,14 +621,8 @@ class StreamSession:
     async def __anext__(self) -> InboundEvent:
         """``async for event in session``: one coroutine per event, ends at close."""
         while True:
-            queue = self._queue
-            if queue:  # _take() inlined: this runs twice per frame
-                event = queue.popleft()
-                if type(event) is AudioReceived:
-                    self._queued_audio_ms -= event.duration_ms
-                else:
-                    self._queued_other -= 1
-                    self._queued_other_bytes -= self._other_sizes.popleft()
+            event = self._take()
+            if event is not None:
                 return event
             if self._closed:
                 raise StopAsyncIteration
@@ -694,7 +688,7 @@ class StreamSession:
                 if type(item) is AudioReceived and item.track == track:
                     parts.append(item.pcm)
                     rate = item.sample_rate
-                    have += len(item.pcm) * 500 / rate
+                    have += item.duration_ms
                     if have >= chunk_ms:
                         chunk, parts, have = b"".join(parts), [], 0.0
                         yield chunk
@@ -702,9 +696,9 @@ class StreamSession:
             if parts and not self._released:
                 # Taken from the queue, never handed over (the reader was cancelled or
                 # closed mid-chunk): back to the front, for the next reader.
-                pcm = b"".join(parts)
-                self._queue.appendleft(AudioReceived(pcm, rate, track))
-                self._queued_audio_ms += len(pcm) * 500 / rate
+                rest = AudioReceived(b"".join(parts), rate, track)
+                self._queue.appendleft(rest)
+                self._queued_audio_ms += rest.duration_ms
 
     async def wait_closed(self) -> None:
         """Wait until the stream has ended."""
